@@ -1,0 +1,47 @@
+"""evonorm_tf: EvoNorm normalization-activation layers for TensorFlow.
+
+Keras 3 layers are importable from here; tf_keras layers (for Model Garden)
+from `evonorm_tf.tf_keras`. The formulas are in `evonorm_tf.formulas`, the
+statistics in `evonorm_tf.statistics`.
+
+    import keras, evonorm_tf
+
+    inputs = keras.Input((32, 32, 64))
+    outputs = evonorm_tf.EvoNormB0()(keras.layers.Conv2D(64, 3)(inputs))
+"""
+
+from evonorm_tf import formulas, statistics
+from evonorm_tf.factory import NORM_ACT_NAMES, get_norm_act
+from evonorm_tf.layers import (
+    BatchNormReLU,
+    BatchNormSiLU,
+    EvoNormB0,
+    EvoNormB1,
+    EvoNormB2,
+    EvoNormS0,
+    EvoNormS1,
+    EvoNormS2,
+    FilterResponseNormTLU,
+    GroupNormReLU,
+    GroupNormSiLU,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchNormReLU",
+    "BatchNormSiLU",
+    "EvoNormB0",
+    "EvoNormB1",
+    "EvoNormB2",
+    "EvoNormS0",
+    "EvoNormS1",
+    "EvoNormS2",
+    "FilterResponseNormTLU",
+    "GroupNormReLU",
+    "GroupNormSiLU",
+    "NORM_ACT_NAMES",
+    "formulas",
+    "get_norm_act",
+    "statistics",
+]

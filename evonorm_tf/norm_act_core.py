@@ -1,0 +1,444 @@
+"""Framework-independent logic of every norm-act layer.
+
+The classes here are mixins: they validate arguments, create weights, choose
+training or inference statistics and call `evonorm_tf.formulas`. They do not
+derive from any Keras class. Each front-end combines them with its own
+`Layer` base and a `_keras` module attribute:
+
+    class EvoNormB0(norm_act_core.EvoNormB0Core, keras.layers.Layer):
+        _keras = keras
+
+(`evonorm_tf.layers` for Keras 3, `evonorm_tf.tf_keras.layers` for tf_keras),
+and implements `_add_channel_weight`, the one method whose signature differs
+between the two Keras versions. Docstrings of the public layers live here.
+"""
+
+import tensorflow as tf
+
+from evonorm_tf import arguments, formulas, statistics
+
+_REFERENCE = "Liu, Brock, Simonyan, Le. Evolving Normalization-Activation Layers. arXiv:2004.02967"
+
+ACTIVATIONS = {"relu": tf.nn.relu, "silu": tf.nn.silu}
+
+
+def training_flag(training):
+    """Returns a Python bool, or a boolean tensor when `training` is dynamic."""
+    if training is None:
+        return False
+    if isinstance(training, bool):
+        return training
+    static = tf.get_static_value(training)
+    if static is not None:
+        return bool(static)
+    return tf.cast(training, tf.bool)
+
+
+class NormActCore:
+    """Arguments, weights and config shared by all norm-act layers.
+
+    Subclasses implement `_normalize(x, training)` on float32 inputs and may
+    extend `_build_weights(channels)` and `get_config`.
+    """
+
+    _keras = None  # the Keras module of the front-end: `keras` or `tf_keras`
+
+    def __init__(
+        self,
+        nonlinearity=True,
+        epsilon=1e-5,
+        gamma_initializer="ones",
+        beta_initializer="zeros",
+        gamma_regularizer=None,
+        beta_regularizer=None,
+        gamma_constraint=None,
+        beta_constraint=None,
+        data_format="channels_last",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.nonlinearity = arguments.check_bool("nonlinearity", nonlinearity)
+        self.epsilon = arguments.check_epsilon(epsilon)
+        self.data_format = arguments.check_data_format(data_format)
+        keras_api = self._keras
+        self.gamma_initializer = keras_api.initializers.get(gamma_initializer)
+        self.beta_initializer = keras_api.initializers.get(beta_initializer)
+        self.gamma_regularizer = keras_api.regularizers.get(gamma_regularizer)
+        self.beta_regularizer = keras_api.regularizers.get(beta_regularizer)
+        self.gamma_constraint = keras_api.constraints.get(gamma_constraint)
+        self.beta_constraint = keras_api.constraints.get(beta_constraint)
+        self.supports_masking = True
+
+    # -- weights -----------------------------------------------------------------
+
+    def _add_channel_weight(self, name, channels, initializer, regularizer=None,
+                            constraint=None, trainable=True):
+        raise NotImplementedError("front-ends implement _add_channel_weight")
+
+    def build(self, input_shape):
+        channels = arguments.check_input_shape(input_shape, self.data_format)
+        self.channels = channels
+        self._build_weights(channels)
+        super().build(input_shape)
+
+    def _build_weights(self, channels):
+        self.gamma = self._add_channel_weight(
+            "gamma", channels, self.gamma_initializer, self.gamma_regularizer, self.gamma_constraint
+        )
+        self.beta = self._add_channel_weight(
+            "beta", channels, self.beta_initializer, self.beta_regularizer, self.beta_constraint
+        )
+
+    # -- call --------------------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        training = training_flag(training)
+        if isinstance(training, bool):
+            outputs = self._normalize(inputs, training)
+        else:
+            outputs = tf.cond(
+                training,
+                lambda: self._normalize(inputs, True),
+                lambda: self._normalize(inputs, False),
+            )
+        return tf.cast(outputs, self.compute_dtype)
+
+    def _normalize(self, x, training):
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        serialize = self._keras.initializers.serialize
+        config = {
+            "nonlinearity": self.nonlinearity,
+            "epsilon": self.epsilon,
+            "data_format": self.data_format,
+            "gamma_initializer": serialize(self.gamma_initializer),
+            "beta_initializer": serialize(self.beta_initializer),
+            "gamma_regularizer": self._keras.regularizers.serialize(self.gamma_regularizer),
+            "beta_regularizer": self._keras.regularizers.serialize(self.beta_regularizer),
+            "gamma_constraint": self._keras.constraints.serialize(self.gamma_constraint),
+            "beta_constraint": self._keras.constraints.serialize(self.beta_constraint),
+        }
+        return {**super().get_config(), **config}
+
+
+class BatchSeriesCore(NormActCore):
+    """EvoNorm B-series: a batch variance in training, `moving_variance` in inference."""
+
+    uses_v = False
+
+    def __init__(self, momentum=0.9, synchronized=False, v_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = arguments.check_momentum(momentum)
+        self.synchronized = arguments.check_bool("synchronized", synchronized)
+        self.v_initializer = self._keras.initializers.get(v_initializer)
+
+    def _build_weights(self, channels):
+        super()._build_weights(channels)
+        if not self.nonlinearity:
+            return
+        if self.uses_v:
+            self.v = self._add_channel_weight("v", channels, self.v_initializer)
+        self.moving_variance = self._add_channel_weight(
+            "moving_variance", channels, "ones", trainable=False
+        )
+
+    def _normalize(self, x, training):
+        if not self.nonlinearity:
+            return formulas.affine(x, self.gamma, self.beta, self.data_format)
+        if training:
+            variance = statistics.batch_variance(x, self.data_format, self.synchronized)
+            self._update_moving_variance(tf.reshape(variance, [-1]))
+        else:
+            variance = tf.convert_to_tensor(self.moving_variance)
+        return self._formula(x, variance)
+
+    def _update_moving_variance(self, batch_variance):
+        self.moving_variance.assign(
+            self.momentum * self.moving_variance + (1.0 - self.momentum) * batch_variance
+        )
+
+    def _formula(self, x, batch_variance):
+        raise NotImplementedError
+
+    def get_config(self):
+        config = {
+            "momentum": self.momentum,
+            "synchronized": self.synchronized,
+            "v_initializer": self._keras.initializers.serialize(self.v_initializer),
+        }
+        return {**super().get_config(), **config}
+
+
+class GroupedCore(NormActCore):
+    """Layers with group statistics: `groups` or `group_size`, mutually exclusive."""
+
+    def __init__(self, groups=32, group_size=None, **kwargs):
+        super().__init__(**kwargs)
+        self.groups, self.group_size = arguments.check_grouping(groups, group_size)
+
+    def _build_weights(self, channels):
+        self.resolved_groups = arguments.resolve_groups(self.groups, self.group_size, channels)
+        super()._build_weights(channels)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "group_size": self.group_size}
+
+
+class SeriesSCore(GroupedCore):
+    """EvoNorm S-series: batch-independent, group statistics only."""
+
+    uses_v = False
+
+    def __init__(self, v_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        self.v_initializer = self._keras.initializers.get(v_initializer)
+
+    def _build_weights(self, channels):
+        super()._build_weights(channels)
+        if self.nonlinearity and self.uses_v:
+            self.v = self._add_channel_weight("v", channels, self.v_initializer)
+
+    def _normalize(self, x, training):
+        if not self.nonlinearity:
+            return formulas.affine(x, self.gamma, self.beta, self.data_format)
+        return self._formula(x)
+
+    def _formula(self, x):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "v_initializer": self._keras.initializers.serialize(self.v_initializer),
+        }
+
+
+_COMMON_ARGS = """
+    Args:
+      nonlinearity: if False the layer is only the affine map `x·γ + β`, as in
+        the authors' code (use it where a BN is not followed by an activation).
+        Default True.
+      epsilon: added inside every square root. Default 1e-5.
+      gamma_initializer, beta_initializer: default `"ones"`, `"zeros"`
+        (`"zeros"` for γ gives the zero-init of a residual branch's last norm).
+      gamma_regularizer, beta_regularizer, gamma_constraint, beta_constraint:
+        optional Keras regularizers / constraints.
+      data_format: `"channels_last"` (default, `[N, *spatial, C]`) or
+        `"channels_first"` (`[N, C, *spatial]`); inputs of rank 3, 4 or 5.
+"""
+
+_B_ARGS = """      momentum: moving-average momentum, `mv ← momentum·mv + (1 − momentum)·s2_bhw`,
+        in [0, 1). Default 0.9.
+      synchronized: if True, the batch variance is that of all replicas of
+        the current `tf.distribute` strategy (an all-reduce). Default False:
+        per-replica statistics, as the authors' TPU code.
+      v_initializer: initializer of v (B0 only). Default `"ones"`.
+
+    Call arguments:
+      inputs: a float tensor (float32, float16 or bfloat16); statistics are
+        computed in float32 and the output has the layer's compute dtype.
+      training: in training the batch variance of `inputs` is used and
+        `moving_variance` is updated; in inference `moving_variance` is used,
+        so outputs do not depend on the rest of the batch. The instance term
+        is always computed per sample.
+
+    Weights: `gamma`, `beta`, `v` (B0), `moving_variance` (float32, not trainable).
+"""
+
+_S_ARGS = """      groups: number of channel groups (default 32). Mutually exclusive with
+        `group_size`; must divide the channels.
+      group_size: channels per group instead of `groups` (set `groups=None`).
+      v_initializer: initializer of v (S0 only). Default `"ones"`.
+
+    Call arguments:
+      inputs: a float tensor; statistics in float32, output in compute dtype.
+      training: ignored; training and inference compute the same function,
+        and each sample's output depends only on that sample.
+
+    Weights: `gamma`, `beta`, `v` (S0).
+"""
+
+
+class EvoNormB0Core(BatchSeriesCore):
+    uses_v = True
+
+    def _formula(self, x, batch_variance):
+        return formulas.evonorm_b0(
+            x, self.gamma, self.beta, self.v, batch_variance, self.epsilon, self.data_format
+        )
+
+
+class EvoNormB1Core(BatchSeriesCore):
+    def _formula(self, x, batch_variance):
+        return formulas.evonorm_b1(
+            x, self.gamma, self.beta, batch_variance, self.epsilon, self.data_format
+        )
+
+
+class EvoNormB2Core(BatchSeriesCore):
+    def _formula(self, x, batch_variance):
+        return formulas.evonorm_b2(
+            x, self.gamma, self.beta, batch_variance, self.epsilon, self.data_format
+        )
+
+
+class EvoNormS0Core(SeriesSCore):
+    uses_v = True
+
+    def _formula(self, x):
+        return formulas.evonorm_s0(
+            x, self.gamma, self.beta, self.v, self.resolved_groups, self.epsilon, self.data_format
+        )
+
+
+class EvoNormS1Core(SeriesSCore):
+    def _formula(self, x):
+        return formulas.evonorm_s1(
+            x, self.gamma, self.beta, self.resolved_groups, self.epsilon, self.data_format
+        )
+
+
+class EvoNormS2Core(SeriesSCore):
+    def _formula(self, x):
+        return formulas.evonorm_s2(
+            x, self.gamma, self.beta, self.resolved_groups, self.epsilon, self.data_format
+        )
+
+
+def _document(core, title, formula, extra_args):
+    core.__doc__ = (
+        f"{title}: `{formula}`.\n{_COMMON_ARGS}{extra_args}\n    Reference: {_REFERENCE}\n"
+    )
+
+
+_document(EvoNormB0Core, "EvoNorm-B0", "x / max(sqrt(s2_bhw + ε), v·x + sqrt(s2_hw + ε)) · γ + β", _B_ARGS)
+_document(EvoNormB1Core, "EvoNorm-B1", "x / max(sqrt(s2_bhw + ε), (x + 1)·sqrt(mu2_hw + ε)) · γ + β", _B_ARGS)
+_document(EvoNormB2Core, "EvoNorm-B2", "x / max(sqrt(s2_bhw + ε), sqrt(mu2_hw + ε) − x) · γ + β", _B_ARGS)
+_document(EvoNormS0Core, "EvoNorm-S0", "x·σ(v·x) / sqrt(s2_hwg + ε) · γ + β", _S_ARGS)
+_document(EvoNormS1Core, "EvoNorm-S1", "x·σ(x) / sqrt(s2_hwg + ε) · γ + β", _S_ARGS)
+_document(EvoNormS2Core, "EvoNorm-S2", "x·σ(x) / sqrt(mu2_hwg + ε) · γ + β", _S_ARGS)
+
+
+# -- baselines -------------------------------------------------------------------
+
+
+class GroupNormActCore(GroupedCore):
+    """GroupNorm then an activation (`relu` or `silu`), in the shared signature.
+
+    `(x − mean_hwg) / sqrt(s2_hwg + ε) · γ + β`, then the activation unless
+    `nonlinearity=False`. Arguments as the S-series EvoNorms.
+    Reference: Wu & He, Group Normalization, arXiv:1803.08494.
+    """
+
+    activation = None
+
+    def _normalize(self, x, training):
+        y = formulas.group_norm(
+            x, self.gamma, self.beta, self.resolved_groups, self.epsilon, self.data_format
+        )
+        return ACTIVATIONS[self.activation](y) if self.nonlinearity else y
+
+
+class FilterResponseNormTLUCore(NormActCore):
+    """Filter Response Normalization + Thresholded Linear Unit, in the shared signature.
+
+    `max(γ·x / sqrt(mu2_hw + ε) + β, τ)` with a learned per-channel τ (weight
+    `tau`, initialised to zeros); `nonlinearity=False` drops the TLU.
+    Reference: Singh & Krishnan, Filter Response Normalization, arXiv:1911.09737.
+    """
+
+    def __init__(self, tau_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.tau_initializer = self._keras.initializers.get(tau_initializer)
+
+    def _build_weights(self, channels):
+        super()._build_weights(channels)
+        if self.nonlinearity:
+            self.tau = self._add_channel_weight("tau", channels, self.tau_initializer)
+
+    def _normalize(self, x, training):
+        y = formulas.filter_response_norm(x, self.gamma, self.beta, self.epsilon, self.data_format)
+        if not self.nonlinearity:
+            return y
+        return formulas.thresholded_linear_unit(y, self.tau, self.data_format)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "tau_initializer": self._keras.initializers.serialize(self.tau_initializer),
+        }
+
+
+class BatchNormActCore:
+    """BatchNormalization then an activation, in the shared signature.
+
+    Mixed into each front-end's own `BatchNormalization`, so tf_keras keeps its
+    fused kernel. Weights `gamma`, `beta`, `moving_mean`, `moving_variance`;
+    `nonlinearity=False` gives plain BN. Arguments as the B-series EvoNorms.
+    Reference: Ioffe & Szegedy, Batch Normalization, arXiv:1502.03167.
+    """
+
+    _keras = None
+    activation = None
+
+    def __init__(
+        self,
+        nonlinearity=True,
+        epsilon=1e-5,
+        momentum=0.9,
+        gamma_initializer="ones",
+        beta_initializer="zeros",
+        gamma_regularizer=None,
+        beta_regularizer=None,
+        gamma_constraint=None,
+        beta_constraint=None,
+        data_format="channels_last",
+        synchronized=False,
+        **kwargs,
+    ):
+        self.nonlinearity = arguments.check_bool("nonlinearity", nonlinearity)
+        self.data_format = arguments.check_data_format(data_format)
+        super().__init__(
+            axis=-1 if data_format == "channels_last" else 1,
+            momentum=arguments.check_momentum(momentum),
+            epsilon=arguments.check_epsilon(epsilon),
+            gamma_initializer=gamma_initializer,
+            beta_initializer=beta_initializer,
+            gamma_regularizer=gamma_regularizer,
+            beta_regularizer=beta_regularizer,
+            gamma_constraint=gamma_constraint,
+            beta_constraint=beta_constraint,
+            synchronized=arguments.check_bool("synchronized", synchronized),
+            **kwargs,
+        )
+
+    def build(self, input_shape):
+        arguments.check_input_shape(input_shape, self.data_format)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        outputs = super().call(inputs, training=training)
+        if not self.nonlinearity:
+            return outputs
+        return ACTIVATIONS[self.activation](outputs)
+
+    def get_config(self):
+        keras_api = self._keras
+        config = {
+            "nonlinearity": self.nonlinearity,
+            "epsilon": self.epsilon,
+            "momentum": self.momentum,
+            "data_format": self.data_format,
+            "synchronized": self.synchronized,
+            "gamma_initializer": keras_api.initializers.serialize(self.gamma_initializer),
+            "beta_initializer": keras_api.initializers.serialize(self.beta_initializer),
+            "gamma_regularizer": keras_api.regularizers.serialize(self.gamma_regularizer),
+            "beta_regularizer": keras_api.regularizers.serialize(self.beta_regularizer),
+            "gamma_constraint": keras_api.constraints.serialize(self.gamma_constraint),
+            "beta_constraint": keras_api.constraints.serialize(self.beta_constraint),
+        }
+        return {**keras_api.layers.Layer.get_config(self), **config}
