@@ -45,6 +45,21 @@ class _Keras3Weights:
         )
 
 
+class _MeanMovingStatistics:
+    """Averages BatchNormalization's moving statistics over replicas.
+
+    Keras 3 creates them with `aggregation="none"`: under a `tf.distribute`
+    strategy with per-replica statistics (`synchronized=False`) each replica's
+    copy then drifts apart and a read returns one replica's value. With
+    `"mean"` every update is averaged, as for the EvoNorms' `moving_variance`.
+    """
+
+    def add_weight(self, *args, trainable=True, aggregation="none", **kwargs):
+        if not trainable and aggregation == "none":
+            aggregation = "mean"
+        return super().add_weight(*args, trainable=trainable, aggregation=aggregation, **kwargs)
+
+
 @_register
 class EvoNormB0(_Keras3Weights, core.EvoNormB0Core, keras.layers.Layer):
     __doc__ = core.EvoNormB0Core.__doc__
@@ -93,14 +108,14 @@ class GroupNormSiLU(_Keras3Weights, core.GroupNormActCore, keras.layers.Layer):
 
 
 @_register
-class BatchNormReLU(core.BatchNormActCore, keras.layers.BatchNormalization):
+class BatchNormReLU(_MeanMovingStatistics, core.BatchNormActCore, keras.layers.BatchNormalization):
     __doc__ = core.BatchNormActCore.__doc__
     _keras = keras
     activation = "relu"
 
 
 @_register
-class BatchNormSiLU(core.BatchNormActCore, keras.layers.BatchNormalization):
+class BatchNormSiLU(_MeanMovingStatistics, core.BatchNormActCore, keras.layers.BatchNormalization):
     __doc__ = core.BatchNormActCore.__doc__
     _keras = keras
     activation = "silu"
