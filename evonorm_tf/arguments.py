@@ -9,6 +9,7 @@ import numbers
 
 DATA_FORMATS = ("channels_last", "channels_first")
 SUPPORTED_RANKS = (3, 4, 5)
+DEFAULT_GROUPS = 32  # the authors' G
 
 
 def check_data_format(data_format):
@@ -52,7 +53,9 @@ def _check_positive_int(name, value):
 def check_grouping(groups, group_size):
     """Validates the mutually exclusive `groups` / `group_size` pair.
 
-    Returns `(groups, group_size)` with exactly one of them set.
+    `groups=None, group_size=None` means the default of 32 groups, so
+    `group_size` can be given on its own. Returns `(groups, group_size)` with
+    exactly one of them set.
     """
     if groups is not None and group_size is not None:
         raise ValueError(
@@ -60,7 +63,7 @@ def check_grouping(groups, group_size):
             f"groups={groups!r} and group_size={group_size!r}; set one to None"
         )
     if groups is None and group_size is None:
-        raise ValueError("one of groups or group_size must be set, received both None")
+        return DEFAULT_GROUPS, None
     if groups is not None:
         return _check_positive_int("groups", groups), None
     return None, _check_positive_int("group_size", group_size)
