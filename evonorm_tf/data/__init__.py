@@ -1,0 +1,1 @@
+"""Offline data for demos and tests: nothing here downloads anything."""

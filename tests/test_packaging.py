@@ -1,0 +1,219 @@
+"""Packaging, docs and CI: README examples run, set-up commands, setup.py, BUILD and .ci/run agree."""
+
+import ast
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Top-level import name → the distribution that provides it (setup.py spelling).
+DISTRIBUTION_OF_MODULE = {
+    "absl": "absl-py",
+    "keras": "keras",
+    "matplotlib": "matplotlib",
+    "numpy": "numpy",
+    "official": "tf-models-official",
+    "pyglove": "pyglove",
+    "sklearn": "scikit-learn",
+    "tensorflow": "tensorflow",
+    "tensorflow_datasets": "tensorflow-datasets",
+    "tf_keras": "tf-keras",
+}
+# Imports inside `try: ... except ImportError` are optional and need no pin
+# (e.g. ai_edge_litert and tqdm, which tf-models-official and
+# tensorflow-datasets install anyway); so is Ray, imported only for
+# `python -m evonorm_tf.search --ray-address`.
+OPTIONAL_MODULES = {"ray"}
+
+
+def _read(*parts):
+    with open(os.path.join(REPOSITORY, *parts), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _fenced_blocks(markdown, language):
+    return re.findall(rf"^```{language}\n(.*?)^```", markdown, flags=re.S | re.M)
+
+
+def _section(markdown, title):
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", markdown, flags=re.S | re.M)
+    assert match, f"README.md has no '## {title}' section"
+    return match.group(1)
+
+
+def _setup_metadata():
+    """install_requires, extras_require and python_requires from setup.py's `setup(...)` call."""
+    tree = ast.parse(_read("setup.py"))
+    calls = [node for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setup"]
+    assert len(calls) == 1
+    keywords = {keyword.arg: keyword.value for keyword in calls[0].keywords}
+    return {name: ast.literal_eval(keywords[name])
+            for name in ("install_requires", "extras_require", "python_requires", "name")}
+
+
+def _requirement_name(requirement):
+    return re.split(r"[<>=~!\[; ]", requirement, maxsplit=1)[0].lower()
+
+
+def _setup_commands():
+    return [block.strip() for block in _fenced_blocks(_section(_read("README.md"), "Set-up on a fresh machine"), "bash")]
+
+
+# -- README ---------------------------------------------------------------------
+
+
+PYTHON_BLOCKS = _fenced_blocks(_read("README.md"), "python")
+
+
+def test_readme_has_a_keras3_and_a_tf_keras_example():
+    assert len(PYTHON_BLOCKS) >= 2
+    assert any("import keras\n" in block for block in PYTHON_BLOCKS)
+    assert any("import tf_keras\n" in block for block in PYTHON_BLOCKS)
+    for block in PYTHON_BLOCKS:
+        assert len(block.strip().splitlines()) <= 20, "README examples should stay short"
+
+
+@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
+def test_readme_python_example_runs(index):
+    code = PYTHON_BLOCKS[index]
+    exec(compile(code, f"README.md python block {index}", "exec"), {"__name__": "readme_example"})
+
+
+def test_readme_has_exactly_two_one_line_setup_commands():
+    commands = _setup_commands()
+    assert len(commands) == 2, commands
+    for command in commands:
+        assert "\n" not in command, f"set-up command spans several lines: {command!r}"
+        assert command.startswith("python3 -m venv .venv && .venv/bin/pip install -e ")
+    main_job, tests = commands
+    assert main_job.endswith(".venv/bin/python -m evonorm_tf.demo")
+    assert "pip install -e '.[test]'" in tests and ".venv/bin/python -m pytest" in tests
+
+
+def test_readme_documents_slow_tests_benchmarks_and_placeholders():
+    readme = _read("README.md")
+    assert "pytest -m slow" in readme
+    assert "bench/layers.py" in readme
+    _section(readme, "Benchmarks")
+    _section(readme, "Results")
+    # Every benchmark script the README names exists.
+    for script in re.findall(r"bench/\w+\.py", readme):
+        assert os.path.exists(os.path.join(REPOSITORY, script)), script
+    # The layer table lists every factory name.
+    import evonorm_tf
+
+    table = _section(readme, "Layers")
+    for name in evonorm_tf.NORM_ACT_NAMES:
+        assert f"`{name}`" in table, name
+
+
+# -- .ci/run --------------------------------------------------------------------
+
+
+def test_ci_script_runs_the_readme_test_command_verbatim():
+    path = os.path.join(REPOSITORY, ".ci", "run")
+    assert os.access(path, os.X_OK), ".ci/run must be executable"
+    script = _read(".ci", "run")
+    assert script.startswith("#!/usr/bin/env bash\n")
+    test_command = _setup_commands()[1]
+    assert test_command in script
+    assert "set -euo pipefail" in script
+    assert re.search(r'"\$status" -eq 5', script), "pytest exit code 5 must be reported as a failure"
+    assert 'exit "$status"' in script
+    subprocess.run(["bash", "-n", path], check=True)
+
+
+# -- setup.py -------------------------------------------------------------------
+
+
+def test_setup_pins_the_stack():
+    metadata = _setup_metadata()
+    assert metadata["name"] == "evonorm_tf"
+    assert metadata["python_requires"] == ">=3.10"
+    requires = set(metadata["install_requires"])
+    for pin in ("tensorflow~=2.20.0", "tf-keras~=2.20.0", "tf-models-official==2.20.0"):
+        assert pin in requires
+    names = {_requirement_name(requirement) for requirement in requires}
+    assert {"keras", "tensorflow-datasets", "absl-py", "scikit-learn", "matplotlib"} <= names
+    test_names = {_requirement_name(r) for r in metadata["extras_require"]["test"]}
+    assert {"pytest", "pytest-xdist", "scikit-learn", "scipy"} <= test_names
+
+
+def _catches_import_error(handler):
+    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(getattr(name, "id", None) in ("ImportError", "ModuleNotFoundError") for name in names)
+
+
+def _third_party_imports(directory):
+    """Top-level module names imported by the .py files under `directory`, with where."""
+    found = {}
+    for root, _, files in os.walk(os.path.join(REPOSITORY, directory)):
+        for file_name in files:
+            if not file_name.endswith(".py"):
+                continue
+            path = os.path.join(root, file_name)
+            tree = ast.parse(_read(path))
+            guarded = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.Try)
+                       and any(_catches_import_error(handler) for handler in node.handlers)
+                       for statement in node.body for inner in ast.walk(statement)}
+            for node in ast.walk(tree):
+                if id(node) in guarded:
+                    continue
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    top = module.split(".")[0]
+                    if top not in sys.stdlib_module_names and top != "evonorm_tf":
+                        found.setdefault(top, os.path.relpath(path, REPOSITORY))
+    return found
+
+
+def test_every_imported_package_is_declared():
+    metadata = _setup_metadata()
+    declared = {_requirement_name(r) for r in metadata["install_requires"]}
+    test_declared = declared | {_requirement_name(r) for r in metadata["extras_require"]["test"]}
+    for directory, allowed in (("evonorm_tf", declared), ("tests", test_declared)):
+        for module, where in _third_party_imports(directory).items():
+            local = os.path.exists(os.path.join(REPOSITORY, directory, module + ".py"))
+            if local or module in OPTIONAL_MODULES or (directory == "tests" and module == "pytest"):
+                continue
+            assert module in DISTRIBUTION_OF_MODULE, f"{where} imports {module!r}: add it to setup.py and here"
+            assert DISTRIBUTION_OF_MODULE[module] in allowed, (
+                f"{where} imports {module!r}, but setup.py does not require "
+                f"{DISTRIBUTION_OF_MODULE[module]!r}")
+
+
+def test_version_matches_setup():
+    import evonorm_tf
+
+    completed = subprocess.run([sys.executable, "setup.py", "--version"], cwd=REPOSITORY,
+                               capture_output=True, text=True, timeout=60, check=True)
+    assert completed.stdout.strip().splitlines()[-1] == evonorm_tf.__version__
+
+
+# -- BUILD ----------------------------------------------------------------------
+
+
+def test_build_globs_every_subpackage_and_requires_the_stack():
+    build = _read("BUILD")
+    globbed = set(re.findall(r'glob\(\["(evonorm_tf(?:/\w+)*)/\*\.py"\]\)', build))
+    packages = {os.path.relpath(root, REPOSITORY) for root, _, files in
+                os.walk(os.path.join(REPOSITORY, "evonorm_tf")) if "__init__.py" in files}
+    assert packages == globbed, f"BUILD globs {sorted(globbed)}, packages are {sorted(packages)}"
+    required = set(re.findall(r'requirement\("([\w.-]+)"\)', build))
+    metadata = _setup_metadata()
+    for requirement in metadata["install_requires"] + metadata["extras_require"]["test"]:
+        assert _requirement_name(requirement) in required, requirement
+    # One py_test per tests/test_*.py: generated over this glob, run through pytest_main.
+    assert 'for test_file in glob(["tests/test_*.py"])' in build
+    assert 'main = "tests/pytest_main.py"' in build
+    assert os.path.exists(os.path.join(REPOSITORY, "tests", "pytest_main.py"))
