@@ -1,0 +1,40 @@
+"""Model Garden configs for the norm-act backbones; importing registers everything.
+
+`import evonorm_tf.configs` registers the backbone builders `evonorm_resnet`
+and `evonorm_efficientnet`, the task config `ImageClassificationTask` (run by
+Model Garden's classification task) and the experiments
+`evonorm_resnet_imagenet` and `evonorm_efficientnet_imagenet`.
+
+Override shape: `task.model.backbone.evonorm_resnet.norm_activation.type=evonorm_s0`
+(see `evonorm_tf.configs.backbones`).
+"""
+
+from evonorm_tf import modeling  # noqa: F401  (registers the backbone builders)
+from evonorm_tf.configs.backbones import (
+    Backbone,
+    NormActEfficientNet,
+    NormActivation,
+    NormActResNet,
+)
+from evonorm_tf.configs.image_classification import (
+    ExperimentConfig,
+    ImageClassificationModel,
+    ImageClassificationTask,
+    evonorm_efficientnet_imagenet,
+    evonorm_resnet_imagenet,
+)
+
+EXPERIMENTS = ("evonorm_resnet_imagenet", "evonorm_efficientnet_imagenet")
+
+__all__ = [
+    "Backbone",
+    "EXPERIMENTS",
+    "ExperimentConfig",
+    "ImageClassificationModel",
+    "ImageClassificationTask",
+    "NormActEfficientNet",
+    "NormActResNet",
+    "NormActivation",
+    "evonorm_efficientnet_imagenet",
+    "evonorm_resnet_imagenet",
+]

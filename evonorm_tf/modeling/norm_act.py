@@ -1,0 +1,132 @@
+"""From a norm-act name and options to layers for a given channel count.
+
+The backbones in `evonorm_tf.modeling` never branch on the norm type: they
+hold a `NormActFactory` and call it once per norm-act position with the number
+of channels and the role of that position:
+
+    make_norm_act = NormActFactory("evonorm_s0", groups=32)
+    x = make_norm_act(channels=256)(x)                               # norm + activation
+    x = make_norm_act(channels=256, nonlinearity=False, zero_init=True)(x)  # affine only
+
+Options a layer does not accept are dropped (`momentum` reaches only BN and the
+B-series, `groups` only GN and the S-series), so one option set serves every
+name.
+
+Group rule. A grouped layer (GN, EvoNorm-S) is built with the largest group
+count that divides its channels and is at most the requested `groups`: with
+`groups=32`, 40 channels get 20 groups, 24 channels get 24 groups (group size
+1), 256 channels get 32. This is the rule of the authors' code (it lowers the
+group count until it divides the channels); it lets EfficientNet's 24-, 40-,
+112- or 144-channel layers use the S-series without an error mid-build.
+"""
+
+from evonorm_tf import arguments, factory
+from evonorm_tf import tf_keras as evonorm_tf_keras
+
+
+def divisor_groups(groups, channels):
+    """The largest divisor of `channels` that is at most `groups` (the group rule)."""
+    for label, value in (("groups", groups), ("channels", channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, received {label}={value!r}")
+    for candidate in range(min(groups, channels), 0, -1):
+        if channels % candidate == 0:
+            return candidate
+    return 1  # unreachable: 1 divides everything
+
+
+class NormActFactory:
+    """Builds tf_keras norm-act layers of one kind for any channel count.
+
+    Args:
+      name: a name of `evonorm_tf.NORM_ACT_NAMES` (`bn_relu`, `bn_silu`,
+        `evonorm_b0`, `evonorm_s0`, ...).
+      data_format: `"channels_last"` or `"channels_first"`, passed to every layer.
+      **options: layer arguments shared by every position (`epsilon`,
+        `momentum`, `synchronized`, `groups`, ...). Options the layer class
+        does not accept are ignored; `groups` follows the group rule above.
+
+    Raises:
+      ValueError: for an unknown name (listing the valid ones) or a bad option
+        value (raised by the layer, quoting the value).
+    """
+
+    # Set per position by the model, never by the options.
+    RESERVED_OPTIONS = ("nonlinearity", "gamma_initializer", "data_format", "name")
+
+    def __init__(self, name, data_format="channels_last", **options):
+        reserved = sorted(set(options) & set(self.RESERVED_OPTIONS))
+        if reserved:
+            raise ValueError(
+                f"norm-act options {reserved} are set by the model for each position; "
+                f"received {{{', '.join(f'{key}={options[key]!r}' for key in reserved)}}}"
+            )
+        self.layer_class = factory.lookup(evonorm_tf_keras.TF_KERAS_TABLE, name)
+        self.name = name.strip().lower()
+        self.data_format = arguments.check_data_format(data_format)
+        self.accepted = factory.accepted_arguments(evonorm_tf_keras.TF_KERAS_TABLE, self.name)
+        self.options = {key: value for key, value in options.items() if key in self.accepted}
+        self.ignored_options = sorted(set(options) - set(self.options))
+        # Validate the options once, here, rather than at the first layer.
+        self(channels=self.options.get("groups") or self.options.get("group_size") or 1)
+
+    @property
+    def is_grouped(self):
+        return "groups" in self.accepted
+
+    def __call__(self, channels, nonlinearity=True, zero_init=False, name=None):
+        """A new layer for `channels` channels.
+
+        Args:
+          channels: the channel count of the input (used for the group rule).
+          nonlinearity: False where a BN is not followed by an activation (a
+            projection shortcut, a residual branch's last norm): BN then gives
+            plain BN and an EvoNorm the affine map `x·γ + β`.
+          zero_init: initialise γ to zeros (a residual branch's last norm).
+          name: the layer name.
+        """
+        kwargs = dict(self.options)
+        if self.is_grouped:
+            if kwargs.get("group_size") is not None:
+                kwargs["groups"] = None  # an explicit group size wins; it must divide
+            else:
+                kwargs["groups"] = divisor_groups(kwargs.get("groups", 32), channels)
+        return self.layer_class(
+            nonlinearity=nonlinearity,
+            gamma_initializer="zeros" if zero_init else "ones",
+            data_format=self.data_format,
+            name=name,
+            **kwargs,
+        )
+
+    def __repr__(self):
+        return f"NormActFactory({self.name!r}, data_format={self.data_format!r}, **{self.options!r})"
+
+
+def norm_act_factory_from_config(norm_act_config, data_format="channels_last"):
+    """A `NormActFactory` from a `evonorm_tf.configs.NormActivation` config."""
+    return NormActFactory(
+        norm_act_config.type,
+        data_format=data_format,
+        momentum=norm_act_config.momentum,
+        epsilon=norm_act_config.epsilon,
+        synchronized=norm_act_config.synchronized,
+        groups=norm_act_config.groups,
+    )
+
+
+def as_factory(norm_act, data_format="channels_last", **options):
+    """Accepts a name or a ready `NormActFactory` (then `options` must be empty)."""
+    if isinstance(norm_act, NormActFactory):
+        if options:
+            raise ValueError(
+                f"options {sorted(options)} given with a ready NormActFactory {norm_act!r}; "
+                "pass a norm-act name instead"
+            )
+        if norm_act.data_format != data_format:
+            raise ValueError(
+                f"the norm-act factory has data_format={norm_act.data_format!r} but the model "
+                f"has data_format={data_format!r}"
+            )
+        return norm_act
+    return NormActFactory(norm_act, data_format=data_format, **options)
