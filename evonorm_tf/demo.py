@@ -95,6 +95,25 @@ def build_resnet20(input_shape, num_classes, norm_act, groups=8):
 MODEL_BUILDERS = {"convnet": build_convnet, "resnet20": build_resnet20}
 
 
+def build_nf_resnet20(input_shape, num_classes, norm_act=None, groups=None):
+    """The normalizer-free ResNet-20 (scaled WS convs, no activation normalization)."""
+    from evonorm_tf.modeling import build_nf_resnet
+
+    return build_nf_resnet(20, input_shape=input_shape, num_classes=num_classes)
+
+
+def build_shadow_bn(input_shape, num_classes, norm_act=None, groups=None):
+    """A multi-path convnet (1x1, 3x3, 5x5 paths) normalized by Shadow BatchNorm."""
+    from evonorm_tf.modeling.layers import build_shadow_bn_convnet
+
+    return build_shadow_bn_convnet(input_shape, num_classes, widths=(32, 64), kernel_sizes=(1, 3, 5))
+
+
+# The neighbouring systems are whole models, not norm-acts: naming one in
+# `--norm-acts` trains its own model in place of `--model`.
+SYSTEM_BUILDERS = {"nf": build_nf_resnet20, "shadow_bn": build_shadow_bn}
+
+
 # -- one training run ---------------------------------------------------------
 
 
@@ -142,9 +161,8 @@ class Progress:
 def train_once(split, args, norm_act, batch_size, seed, label):
     """Trains one model and returns its `RunResult`."""
     tf_keras.utils.set_random_seed(seed)
-    model = MODEL_BUILDERS[args.model](
-        split.train_images.shape[1:], digits.NUM_CLASSES, norm_act, groups=args.groups
-    )
+    builder = SYSTEM_BUILDERS.get(norm_act, MODEL_BUILDERS[args.model])
+    model = builder(split.train_images.shape[1:], digits.NUM_CLASSES, norm_act, groups=args.groups)
     steps_per_epoch = digits.steps_per_epoch(split, batch_size)
     total_steps = steps_per_epoch * args.epochs
     learning_rate = tf_keras.optimizers.schedules.CosineDecay(args.learning_rate, total_steps)
@@ -305,10 +323,12 @@ def plot(results, norm_acts, batch_sizes, path, title):
 
 def _names(text):
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in evonorm.TF_KERAS_TABLE]
+    unknown = [name for name in names
+               if name not in evonorm.TF_KERAS_TABLE and name not in SYSTEM_BUILDERS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated names from {', '.join(factory.NORM_ACT_NAMES)}, "
+            f"expected comma-separated names from {', '.join(factory.NORM_ACT_NAMES)} "
+            f"or the neighbouring systems {', '.join(SYSTEM_BUILDERS)}, "
             f"received {text!r}"
         )
     return names
@@ -335,7 +355,9 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--norm-acts", type=_names, default=list(DEFAULT_NORM_ACTS),
-                        help=f"comma-separated names from {', '.join(factory.NORM_ACT_NAMES)}")
+                        help=f"comma-separated names from {', '.join(factory.NORM_ACT_NAMES)}, "
+                        f"or {', '.join(SYSTEM_BUILDERS)} (a normalizer-free ResNet-20, a Shadow-BN "
+                        "multi-path convnet)")
     parser.add_argument("--batch-sizes", type=_positive_ints, default=[64, 2],
                         help="comma-separated batch sizes")
     parser.add_argument("--seeds", type=_ints, default=[0],

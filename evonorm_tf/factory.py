@@ -64,11 +64,12 @@ def accepted_arguments(table, name):
 KERAS3_TABLE = table_for(layers)
 
 
-def get_norm_act(name, **kwargs):
+def get_norm_act(name, /, **kwargs):
     """Builds the Keras 3 norm-act layer `name` with `kwargs`.
 
     Args:
-      name: one of `NORM_ACT_NAMES` (case-insensitive).
+      name: one of `NORM_ACT_NAMES` (case-insensitive), or
+        `"graph:<canonical>"` for a searched layer (`evonorm_tf.search`).
       **kwargs: the layer's arguments (`nonlinearity`, `epsilon`,
         initializers, `data_format`; `momentum`, `synchronized` for BN and
         B-series; `groups`/`group_size` for GN and S-series).
@@ -76,4 +77,9 @@ def get_norm_act(name, **kwargs):
     Raises:
       ValueError: for an unknown name, listing the valid ones.
     """
+    if isinstance(name, str) and name.strip().lower().startswith("graph:"):
+        # A searched layer, `graph:<canonical>` (evonorm_tf.search); imported lazily.
+        from evonorm_tf.search import layers as search_layers
+
+        return search_layers.GraphNormAct(graph=name, **kwargs)
     return lookup(KERAS3_TABLE, name)(**kwargs)

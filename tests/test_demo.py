@@ -161,3 +161,21 @@ def test_train_batches_cover_one_epoch_in_a_seeded_order():
 def test_digits_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         digits.load_digits_split(**kwargs)
+
+
+def test_neighbouring_systems_run_as_rows_of_the_comparison(tmp_path):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        results = demo.main(["--quick", "--norm-acts", "nf,shadow_bn", "--batch-sizes", "16",
+                             "--train-subset", "96", "--curve-points", "1",
+                             "--output-dir", str(tmp_path)])
+    assert [result.norm_act for result in results] == ["nf", "shadow_bn"]
+    for result in results:
+        assert 0.0 <= result.test_accuracy <= 1.0 and np.all(np.isfinite(result.train_loss))
+    table = printed.getvalue()
+    assert "nf" in table and "shadow_bn" in table
+    layer_types = {type(layer).__name__ for layer in demo.SYSTEM_BUILDERS["shadow_bn"](
+        (16, 16, 1), 10).submodules}
+    assert "ShadowBatchNormalization" in layer_types
+    nf_types = {type(layer).__name__ for layer in demo.SYSTEM_BUILDERS["nf"]((16, 16, 1), 10).submodules}
+    assert "ScaledWSConv2D" in nf_types and not any("Norm" in name for name in nf_types - {"ScaledWSConv2D"})

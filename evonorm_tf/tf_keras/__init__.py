@@ -27,8 +27,12 @@ NORM_ACT_NAMES = _factory.NORM_ACT_NAMES
 TF_KERAS_TABLE = _factory.table_for(layers)
 
 
-def get_norm_act(name, **kwargs):
+def get_norm_act(name, /, **kwargs):
     """Builds the tf_keras norm-act layer `name`; see `evonorm_tf.get_norm_act`."""
+    if isinstance(name, str) and name.strip().lower().startswith("graph:"):
+        from evonorm_tf.search import layers as search_layers  # a searched layer, loaded lazily
+
+        return search_layers.TfKerasGraphNormAct(graph=name, **kwargs)
     return _factory.lookup(TF_KERAS_TABLE, name)(**kwargs)
 
 

@@ -1,0 +1,34 @@
+"""The layer search of Liu, Brock, Simonyan, Le 2020 (arXiv:2004.02967).
+
+Modules, one per concept:
+- `space`: the graph search space (initial nodes, 24 primitive ops, genomes,
+  canonical graphs, formulas, the six EvoNorms as graphs).
+- `compiler`: a graph as TensorFlow ops; `layers`: a graph as a norm-act layer
+  for Keras 3 and tf_keras (`get_norm_act("graph:<canonical>")`).
+- `mutation`: random genomes, the three-step mutation, functional-equivalence hashing.
+- `proxy`: the proxy tasks (offline textures, TFDS cifar10) and the anchor architectures.
+- `rejection`: quality, stability and numerical rejection.
+- `evolution`: regularized evolution with the Average or Pareto tournament (PyGlove),
+  random search baselines, process-pool / Ray evaluation.
+- `store`: atomic persistence and resume; `report`: leaderboard, Pareto front, plots.
+- `__main__`: the command line (`python -m evonorm_tf.search --help`).
+
+Only `space`, `compiler` and `layers` are imported here; the others import
+PyGlove and are loaded on use.
+"""
+
+from evonorm_tf.search import compiler, layers, space
+from evonorm_tf.search.layers import GRAPH_PREFIX, GraphNormAct, TfKerasGraphNormAct
+from evonorm_tf.search.space import EVONORM_GRAPHS, Genome, Graph
+
+__all__ = [
+    "EVONORM_GRAPHS",
+    "GRAPH_PREFIX",
+    "Genome",
+    "Graph",
+    "GraphNormAct",
+    "TfKerasGraphNormAct",
+    "compiler",
+    "layers",
+    "space",
+]
