@@ -19,18 +19,26 @@ and per-channel vectors γ, β, v of shape `[C]`,
 
 `s2_bhw` is a batch variance; the B-series functions take it as an argument
 so the caller can pass either the current batch's (training) or the moving
-average (inference). Every function computes in float32 and returns float32.
+average (inference); `evonorm_b_training` computes it from x and returns it
+for the moving-average update. Every function computes in float32 and
+returns float32.
+
+The EvoNorms are evaluated by the fast kernels of `evonorm_tf.fused` (one-pass
+statistics, hand-written gradients, XLA-fused elementwise work) when
+`evonorm_tf.fused.ENABLED` is True (the default); the graphs written below are
+the definitions, used when it is False and as the reference in tests.
 """
 
 import tensorflow as tf
 
-from evonorm_tf import statistics
+from evonorm_tf import arguments, fused, statistics
 
 __all__ = [
     "affine",
     "evonorm_b0",
     "evonorm_b1",
     "evonorm_b2",
+    "evonorm_b_training",
     "evonorm_s0",
     "evonorm_s1",
     "evonorm_s2",
@@ -77,6 +85,8 @@ def evonorm_b0(x, gamma, beta, v, batch_variance, epsilon=1e-5, data_format="cha
       data_format: `"channels_last"` or `"channels_first"`.
     """
     x = _float32(x)
+    if fused.ENABLED:
+        return _fused_b("b0", x, gamma, beta, v, batch_variance, epsilon, data_format)
     instance_std = tf.sqrt(statistics.instance_variance(x, data_format) + epsilon)
     right = _channel(v, x, data_format) * x + instance_std
     return _b_series(x, x, right, gamma, beta, batch_variance, epsilon, data_format)
@@ -85,6 +95,8 @@ def evonorm_b0(x, gamma, beta, v, batch_variance, epsilon=1e-5, data_format="cha
 def evonorm_b1(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-B1: `x / max(sqrt(s2_bhw + ε), (x + 1)·sqrt(mu2_hw + ε)) · γ + β`."""
     x = _float32(x)
+    if fused.ENABLED:
+        return _fused_b("b1", x, gamma, beta, None, batch_variance, epsilon, data_format)
     instance_rms = tf.sqrt(statistics.instance_second_moment(x, data_format) + epsilon)
     right = (x + 1.0) * instance_rms
     return _b_series(x, x, right, gamma, beta, batch_variance, epsilon, data_format)
@@ -93,9 +105,45 @@ def evonorm_b1(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channe
 def evonorm_b2(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-B2: `x / max(sqrt(s2_bhw + ε), sqrt(mu2_hw + ε) − x) · γ + β`."""
     x = _float32(x)
+    if fused.ENABLED:
+        return _fused_b("b2", x, gamma, beta, None, batch_variance, epsilon, data_format)
     instance_rms = tf.sqrt(statistics.instance_second_moment(x, data_format) + epsilon)
     right = instance_rms - x
     return _b_series(x, x, right, gamma, beta, batch_variance, epsilon, data_format)
+
+
+_B_FORMULAS = {"b0": evonorm_b0, "b1": evonorm_b1, "b2": evonorm_b2}
+
+
+def _fused_b(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
+    arguments.check_data_format(data_format)
+    vectors = [_float32(t) if t is not None else None for t in (gamma, beta, v, batch_variance)]
+    return fused.b_series(kind, x, *vectors, epsilon, data_format)[0]
+
+
+def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="channels_last"):
+    """A B-series EvoNorm in training: `(y, s2_bhw)` with the batch variance of x.
+
+    Args:
+      kind: `"b0"`, `"b1"` or `"b2"`.
+      x, gamma, beta, epsilon, data_format: as `evonorm_b0`.
+      v: the `[C]` vector of B0 (None for B1, B2).
+
+    Returns:
+      y (float32) and the batch variance as a `[C]` vector (for the moving
+      average; no gradient flows through it, the one through y is complete).
+    """
+    if kind not in _B_FORMULAS:
+        raise ValueError(f"kind must be one of {sorted(_B_FORMULAS)}, received {kind!r}")
+    x = _float32(x)
+    arguments.check_data_format(data_format)
+    if fused.ENABLED:
+        vectors = [_float32(t) if t is not None else None for t in (gamma, beta, v)]
+        return fused.b_series(kind, x, *vectors, None, epsilon, data_format)
+    variance = statistics.batch_variance(x, data_format)
+    extra = (v,) if kind == "b0" else ()
+    y = _B_FORMULAS[kind](x, gamma, beta, *extra, variance, epsilon, data_format)
+    return y, tf.stop_gradient(tf.reshape(variance, [-1]))
 
 
 def _s_series(x, numerator, group_statistic, gamma, beta, epsilon, data_format):
@@ -106,6 +154,8 @@ def _s_series(x, numerator, group_statistic, gamma, beta, epsilon, data_format):
 def evonorm_s0(x, gamma, beta, v, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S0: `x·σ(v·x) / sqrt(s2_hwg + ε) · γ + β` with `groups` channel groups."""
     x = _float32(x)
+    if fused.ENABLED:
+        return _fused_s(x, gamma, beta, v, groups, epsilon, data_format, centered=True)
     numerator = x * tf.sigmoid(_channel(v, x, data_format) * x)
     variance = statistics.group_variance(x, groups, data_format)
     return _s_series(x, numerator, variance, gamma, beta, epsilon, data_format)
@@ -114,6 +164,8 @@ def evonorm_s0(x, gamma, beta, v, groups, epsilon=1e-5, data_format="channels_la
 def evonorm_s1(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S1: `x·σ(x) / sqrt(s2_hwg + ε) · γ + β`."""
     x = _float32(x)
+    if fused.ENABLED:
+        return _fused_s(x, gamma, beta, None, groups, epsilon, data_format, centered=True)
     variance = statistics.group_variance(x, groups, data_format)
     return _s_series(x, x * tf.sigmoid(x), variance, gamma, beta, epsilon, data_format)
 
@@ -121,8 +173,18 @@ def evonorm_s1(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"
 def evonorm_s2(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S2: `x·σ(x) / sqrt(mu2_hwg + ε) · γ + β`."""
     x = _float32(x)
+    if fused.ENABLED:
+        return _fused_s(x, gamma, beta, None, groups, epsilon, data_format, centered=False)
     second_moment = statistics.group_second_moment(x, groups, data_format)
     return _s_series(x, x * tf.sigmoid(x), second_moment, gamma, beta, epsilon, data_format)
+
+
+def _fused_s(x, gamma, beta, v, groups, epsilon, data_format, centered):
+    arguments.check_data_format(data_format)
+    channels = x.shape[-1] if data_format == "channels_last" else x.shape[1]
+    arguments.check_groups_divide(groups, channels)
+    vectors = [_float32(t) if t is not None else None for t in (gamma, beta, v)]
+    return fused.s_series(x, *vectors, groups, epsilon, data_format, centered)
 
 
 def group_norm(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):

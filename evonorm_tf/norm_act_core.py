@@ -149,6 +149,14 @@ class BatchSeriesCore(NormActCore):
     def _normalize(self, x, training):
         if not self.nonlinearity:
             return formulas.affine(x, self.gamma, self.beta, self.data_format)
+        if training and not self.synchronized:
+            # One op computes the batch variance with y (and differentiates both).
+            outputs, variance = formulas.evonorm_b_training(
+                self.formula_kind, x, self.gamma, self.beta, getattr(self, "v", None),
+                self.epsilon, self.data_format,
+            )
+            self._update_moving_variance(variance)
+            return outputs
         if training:
             variance = statistics.batch_variance(x, self.data_format, self.synchronized)
             self._update_moving_variance(tf.reshape(variance, [-1]))
@@ -176,7 +184,7 @@ class BatchSeriesCore(NormActCore):
 class GroupedCore(NormActCore):
     """Layers with group statistics: `groups` or `group_size`, mutually exclusive."""
 
-    def __init__(self, groups=32, group_size=None, **kwargs):
+    def __init__(self, groups=None, group_size=None, **kwargs):
         super().__init__(**kwargs)
         self.groups, self.group_size = arguments.check_grouping(groups, group_size)
 
@@ -249,9 +257,10 @@ _B_ARGS = """      momentum: moving-average momentum, `mv ← momentum·mv + (1 
     Weights: `gamma`, `beta`, `v` (B0), `moving_variance` (float32, not trainable).
 """
 
-_S_ARGS = """      groups: number of channel groups (default 32). Mutually exclusive with
-        `group_size`; must divide the channels.
-      group_size: channels per group instead of `groups` (set `groups=None`).
+_S_ARGS = """      groups: number of channel groups; must divide the channels. Default
+        None: 32 groups unless `group_size` is given. Mutually exclusive with
+        `group_size`.
+      group_size: channels per group instead of `groups`.
       v_initializer: initializer of v (S0 only). Default `"ones"`.
 
     Call arguments:
@@ -264,6 +273,7 @@ _S_ARGS = """      groups: number of channel groups (default 32). Mutually exclu
 
 
 class EvoNormB0Core(BatchSeriesCore):
+    formula_kind = "b0"
     uses_v = True
 
     def _formula(self, x, batch_variance):
@@ -273,6 +283,7 @@ class EvoNormB0Core(BatchSeriesCore):
 
 
 class EvoNormB1Core(BatchSeriesCore):
+    formula_kind = "b1"
     def _formula(self, x, batch_variance):
         return formulas.evonorm_b1(
             x, self.gamma, self.beta, batch_variance, self.epsilon, self.data_format
@@ -280,6 +291,7 @@ class EvoNormB1Core(BatchSeriesCore):
 
 
 class EvoNormB2Core(BatchSeriesCore):
+    formula_kind = "b2"
     def _formula(self, x, batch_variance):
         return formulas.evonorm_b2(
             x, self.gamma, self.beta, batch_variance, self.epsilon, self.data_format

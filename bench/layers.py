@@ -1,0 +1,196 @@
+"""Times every evonorm_tf norm-act layer against BatchNorm+ReLU on ResNet-50 shapes.
+
+For each shape, layer and XLA setting it times, in training mode:
+
+* fwd: `y = layer(x, training=True)` inside one `tf.function`;
+* fwd+bwd: the same under a `tf.GradientTape` in the same `tf.function`,
+  `tape.gradient(y, [x, *trainable weights], output_gradients=dy)` with a
+  fixed random `dy`; `y` is returned too, so it is materialised.
+
+Each call is warmed up (tracing, XLA compilation), then the median of
+`--iters` calls is reported, as ratios to the tf_keras fused BatchNorm+ReLU
+(`bn_fused`, no XLA) and to a memory-bandwidth bound measured in the same
+run: one TF `x * 1.5` pass (read x, write y) takes `t`, so an x-sized pass
+costs `t / 2`; the bound is 3 passes forward (read x for the statistics,
+read x again, write y) and 8 passes forward+backward.
+
+    python bench/layers.py                          # everything (minutes)
+    python bench/layers.py --shapes 32,28,28,512 --layers evonorm_b0,bn_fused --xla off
+
+The machine is shared: the load average is printed with the numbers.
+"""
+
+import argparse
+import json
+import os
+import statistics as pystats
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
+
+import evonorm_tf  # noqa: E402
+from evonorm_tf import fused  # noqa: E402
+from evonorm_tf import tf_keras as evonorm_tf_keras  # noqa: E402
+
+DEFAULT_SHAPES = ("32,56,56,256", "32,28,28,512", "32,14,14,1024")
+REFERENCE = "bn_fused"
+
+
+class _WithReLU:
+    """A baseline normalisation layer followed by ReLU; exposes the layer's weights."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __call__(self, x, training):
+        return tf.nn.relu(self.layer(x, training=training))
+
+    @property
+    def trainable_variables(self):
+        return self.layer.trainable_variables
+
+
+def _ours(name, front_end=evonorm_tf):
+    def build():
+        return front_end.get_norm_act(name, epsilon=1e-5)
+    return build
+
+
+LAYERS = {
+    "bn_fused": lambda: _WithReLU(tf_keras.layers.BatchNormalization(epsilon=1e-5, fused=True)),
+    "bn_keras3": lambda: _WithReLU(keras.layers.BatchNormalization(epsilon=1e-5)),
+    "gn_keras3": lambda: _WithReLU(keras.layers.GroupNormalization(groups=32, epsilon=1e-5)),
+    "evonorm_b0": _ours("evonorm_b0"),
+    "evonorm_b1": _ours("evonorm_b1"),
+    "evonorm_b2": _ours("evonorm_b2"),
+    "evonorm_s0": _ours("evonorm_s0"),
+    "evonorm_s1": _ours("evonorm_s1"),
+    "evonorm_s2": _ours("evonorm_s2"),
+    "gn_relu": _ours("gn_relu"),
+    "frn_tlu": _ours("frn_tlu"),
+    "tfk_evonorm_b0": _ours("evonorm_b0", evonorm_tf_keras),
+    "tfk_evonorm_s0": _ours("evonorm_s0", evonorm_tf_keras),
+}
+# `<name>_plain`: the same layer traced with `evonorm_tf.fused.ENABLED = False`,
+# i.e. the plain autodiff graphs of `formulas` (the code before issue 3).
+PLAIN_SUFFIX = "_plain"
+
+
+def median_ms(function, args, iters, warmup):
+    for _ in range(warmup):
+        _block(function(*args))
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        _block(function(*args))
+        times.append((time.perf_counter() - start) * 1e3)
+    return pystats.median(times), min(times)
+
+
+def _block(outputs):
+    # CPU tf.function calls are synchronous; touching one value makes it explicit.
+    flat = tf.nest.flatten(outputs)
+    flat[0].numpy().ravel()[:1]
+
+
+def pass_ms(x, iters, warmup):
+    """Median time of one x-sized pass, from a `x * 1.5` read+write (no XLA)."""
+    scale = tf.function(lambda t: t * 1.5)
+    return median_ms(scale, (x,), iters, warmup)[0] / 2.0
+
+
+def make_functions(layer, x, dy, xla):
+    layer(x, training=True)  # build the weights outside tf.function
+    weights = list(layer.trainable_variables)
+
+    def forward(inputs):
+        return layer(inputs, training=True)
+
+    def forward_backward(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs, training=True)
+        gradients = tape.gradient(outputs, [inputs] + weights, output_gradients=dy)
+        return outputs, gradients
+
+    return (tf.function(forward, jit_compile=xla), tf.function(forward_backward, jit_compile=xla))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", default=";".join(DEFAULT_SHAPES),
+                        help="';'-separated NHWC shapes, e.g. '32,56,56,256;32,14,14,1024'")
+    parser.add_argument("--layers", default=",".join(LAYERS),
+                        help="comma-separated, from: " + ", ".join(LAYERS) + f"; add {PLAIN_SUFFIX!r} to an "
+                        "evonorm_tf layer for its plain (unfused) graph")
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--xla", choices=("on", "off", "both"), default="both")
+    parser.add_argument("--json", default=None, help="append one JSON line per measurement")
+    args = parser.parse_args()
+
+    names = [n.strip() for n in args.layers.split(",") if n.strip()]
+    unknown = [n for n in names if n.removesuffix(PLAIN_SUFFIX) not in LAYERS]
+    if unknown:
+        raise SystemExit(f"unknown layers {unknown}; choose from {list(LAYERS)}")
+    if REFERENCE not in names:
+        names.insert(0, REFERENCE)
+    xla_settings = {"on": [True], "off": [False], "both": [False, True]}[args.xla]
+    shapes = [tuple(int(d) for d in s.split(",")) for s in args.shapes.replace(" ", "").split(";") if s]
+
+    load_before = os.getloadavg()
+    print(f"# tensorflow {tf.__version__}, keras {keras.__version__}; iters {args.iters}, "
+          f"warm-up {args.warmup}; load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+    sink = open(args.json, "a") if args.json else None
+    for shape in shapes:
+        x = tf.random.normal(shape, mean=0.3, stddev=1.5, seed=1)
+        dy = tf.random.normal(shape, seed=2)
+        one_pass = pass_ms(x, max(args.iters, 10), args.warmup)
+        bound_forward, bound_backward = 3 * one_pass, 8 * one_pass
+        megabytes = x.numpy().nbytes / 1e6
+        print(f"\n## x = {list(shape)} float32 ({megabytes:.1f} MB); one pass {one_pass:.2f} ms "
+              f"({megabytes / one_pass:.1f} GB/s); bound fwd (3 passes) {bound_forward:.2f} ms, "
+              f"fwd+bwd (8 passes) {bound_backward:.2f} ms\n")
+        print("| layer | XLA | fwd ms | fwd / bn_fused | fwd / bound | fwd+bwd ms | f+b / bn_fused | f+b / bound |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        reference = None
+        for xla in xla_settings if False in xla_settings else [False] + xla_settings:
+            for name in names:
+                if xla not in xla_settings and name != REFERENCE:
+                    continue
+                fused.ENABLED = not name.endswith(PLAIN_SUFFIX)
+                layer = LAYERS[name.removesuffix(PLAIN_SUFFIX)]()
+                forward, forward_backward = make_functions(layer, x, dy, xla)
+                fwd, fwd_min = median_ms(forward, (x,), args.iters, args.warmup)
+                fb, fb_min = median_ms(forward_backward, (x,), args.iters, args.warmup)
+                fused.ENABLED = True
+                if name == REFERENCE and not xla:
+                    reference = (fwd, fb)
+                print(f"| {name} | {'yes' if xla else 'no'} | {fwd:.2f} | {fwd / reference[0]:.2f} | "
+                      f"{fwd / bound_forward:.2f} | {fb:.2f} | {fb / reference[1]:.2f} | {fb / bound_backward:.2f} |",
+                      flush=True)
+                if sink:
+                    sink.write(json.dumps({
+                        "shape": list(shape), "layer": name, "xla": xla, "fwd_ms": fwd, "fwd_min_ms": fwd_min,
+                        "fwd_bwd_ms": fb, "fwd_bwd_min_ms": fb_min, "pass_ms": one_pass,
+                        "fwd_ratio_bn_fused": fwd / reference[0], "fwd_bwd_ratio_bn_fused": fb / reference[1],
+                        "fwd_ratio_bound": fwd / bound_forward, "fwd_bwd_ratio_bound": fb / bound_backward,
+                        "load": os.getloadavg()[0],
+                    }) + "\n")
+                    sink.flush()
+                del layer, forward, forward_backward
+    load_after = os.getloadavg()
+    print(f"\n# load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    if sink:
+        sink.close()
+
+
+if __name__ == "__main__":
+    main()
