@@ -3,7 +3,8 @@
 `import evonorm_tf.configs` registers the backbone builders `evonorm_resnet`
 and `evonorm_efficientnet`, the task config `ImageClassificationTask` (run by
 Model Garden's classification task) and the experiments
-`evonorm_resnet_imagenet` and `evonorm_efficientnet_imagenet`.
+`evonorm_resnet_imagenet` and `evonorm_efficientnet_imagenet`, and the
+Mask R-CNN experiment `evonorm_maskrcnn_resnetfpn_coco` (`evonorm_tf.configs.maskrcnn`).
 
 Override shape: `task.model.backbone.evonorm_resnet.norm_activation.type=evonorm_s0`
 (see `evonorm_tf.configs.backbones`).
@@ -23,6 +24,8 @@ from evonorm_tf.configs.image_classification import (
     evonorm_efficientnet_imagenet,
     evonorm_resnet_imagenet,
 )
+
+from evonorm_tf.configs import maskrcnn  # noqa: F401,E402  (registers the Mask R-CNN experiment)
 
 EXPERIMENTS = ("evonorm_resnet_imagenet", "evonorm_efficientnet_imagenet")
 

@@ -1,0 +1,152 @@
+"""Model Garden config dataclasses for Mask R-CNN with norm-act FPN and heads.
+
+Importing this module registers the decoder builder `evonorm_fpn`, the task
+config `MaskRCNNTask` (run by `NormActMaskRCNNTask`, Model Garden's Mask R-CNN
+task with the norm-act heads) and the experiment
+`evonorm_maskrcnn_resnetfpn_coco`. Norm-acts are chosen per part:
+
+    task.model.backbone.evonorm_resnet.norm_activation.type=evonorm_s0
+    task.model.decoder.evonorm_fpn.norm_activation.type=evonorm_s0
+    task.model.heads_norm_activation.type=evonorm_s0
+
+Model Garden's model-level `task.model.norm_activation` (plain BN options) is
+not read by any of these parts.
+"""
+
+import dataclasses
+
+import tf_keras
+from official.core import config_definitions as cfg
+from official.core import exp_factory, task_factory
+from official.modeling import hyperparams
+from official.vision.tasks import maskrcnn as mg_maskrcnn_task
+from official.vision.configs import decoders
+from official.vision.configs import maskrcnn as maskrcnn_config
+
+from evonorm_tf.configs.backbones import Backbone, NormActivation, NormActResNet, check_backbone
+from evonorm_tf.factory import NORM_ACT_NAMES
+from evonorm_tf.modeling import decoders as _decoders  # noqa: F401  (registers evonorm_fpn)
+from evonorm_tf.modeling.heads import maskrcnn as maskrcnn_builder
+
+
+@dataclasses.dataclass
+class NormActFPN(hyperparams.Config):
+    """`evonorm_tf.modeling.decoders.NormActFPN` (see its docstring).
+
+    `norm_activation` is the layer at each output level, built with
+    `nonlinearity=False` (where Model Garden's FPN has BN without activation);
+    `activation` is the one between the coarser levels P6 → P7.
+    """
+
+    num_filters: int = 256
+    fusion_type: str = "sum"
+    activation: str = "relu"
+    norm_activation: NormActivation = dataclasses.field(default_factory=NormActivation)
+
+
+@dataclasses.dataclass
+class Decoder(decoders.Decoder):
+    """Model Garden's decoder one-of plus `evonorm_fpn`."""
+
+    evonorm_fpn: NormActFPN = dataclasses.field(default_factory=NormActFPN)
+
+
+@dataclasses.dataclass
+class MaskRCNN(maskrcnn_config.MaskRCNN):
+    """Model Garden's Mask R-CNN model config with the norm-act one-ofs and heads.
+
+    `heads_norm_activation` is the norm-act of the RPN, detection and mask
+    heads, at every position where Model Garden's heads have BN followed by
+    their activation (`evonorm_tf.modeling.heads`).
+    """
+
+    backbone: Backbone = dataclasses.field(default_factory=lambda: Backbone(type="evonorm_resnet"))
+    decoder: Decoder = dataclasses.field(default_factory=lambda: Decoder(type="evonorm_fpn"))
+    heads_norm_activation: NormActivation = dataclasses.field(default_factory=NormActivation)
+
+
+@dataclasses.dataclass
+class MaskRCNNTask(maskrcnn_config.MaskRCNNTask):
+    """Model Garden's Mask R-CNN task config with the norm-act model config."""
+
+    model: MaskRCNN = dataclasses.field(default_factory=MaskRCNN)
+
+
+@task_factory.register_task_cls(MaskRCNNTask)
+class NormActMaskRCNNTask(mg_maskrcnn_task.MaskRCNNTask):
+    """Model Garden's Mask R-CNN task; `build_model` puts in the norm-act heads."""
+
+    def build_model(self):
+        model_config = self.task_config.model
+        weight_decay = self.task_config.losses.l2_weight_decay
+        # Halved as Model Garden does, to match tf.nn.l2_loss.
+        l2_regularizer = tf_keras.regularizers.l2(weight_decay / 2.0) if weight_decay else None
+        model = maskrcnn_builder.build_maskrcnn(
+            tf_keras.layers.InputSpec(shape=[None] + list(model_config.input_size)),
+            model_config,
+            l2_regularizer,
+        )
+        if self.task_config.freeze_backbone:
+            model.backbone.trainable = False
+        # A symbolic call builds every head, as Model Garden's task does.
+        model(
+            tf_keras.Input(model_config.input_size),
+            image_shape=tf_keras.layers.Input([2]),
+            training=False,
+        )
+        return model
+
+
+def _check_norm_act_name(key, name):
+    if not isinstance(name, str) or name.strip().lower() not in NORM_ACT_NAMES:
+        raise ValueError(f"{key}={name!r} is not a norm-act; valid names: {', '.join(NORM_ACT_NAMES)}")
+
+
+@dataclasses.dataclass
+class ExperimentConfig(cfg.ExperimentConfig):
+    """`cfg.ExperimentConfig` whose `validate()` also checks every norm-act name.
+
+    Model Garden calls `validate()` after merging YAML files and overrides, so
+    a bad name fails there, naming the key, instead of deep inside model building.
+    """
+
+    def validate(self):
+        super().validate()
+        model = self.task.model
+        check_backbone(model.backbone)
+        if model.decoder.type == "evonorm_fpn":
+            _check_norm_act_name(
+                "task.model.decoder.evonorm_fpn.norm_activation.type",
+                model.decoder.evonorm_fpn.norm_activation.type,
+            )
+        _check_norm_act_name("task.model.heads_norm_activation.type", model.heads_norm_activation.type)
+
+
+@exp_factory.register_config_factory("evonorm_maskrcnn_resnetfpn_coco")
+def evonorm_maskrcnn_resnetfpn_coco() -> cfg.ExperimentConfig:
+    """Model Garden's `maskrcnn_resnetfpn_coco` with EvoNorm-B0 everywhere.
+
+    ResNet-50 (pre-activation) backbone, FPN and heads with EvoNorm-B0, trained
+    from scratch (no ImageNet checkpoint: `init_checkpoint` null). Everything
+    else (data, 1024² inputs, schedule, optimizer) is Model Garden's recipe.
+    """
+    reference = exp_factory.get_exp_config("maskrcnn_resnetfpn_coco")
+    task = MaskRCNNTask()
+    reference_task = reference.task.as_dict()
+    reference_task["model"].pop("backbone")
+    reference_task["model"].pop("decoder")
+    task.override(reference_task, is_strict=True)
+    task.init_checkpoint = None
+    task.model.backbone = Backbone(
+        type="evonorm_resnet", evonorm_resnet=NormActResNet(model_id=50, preactivation=True)
+    )
+    task.model.decoder = Decoder(type="evonorm_fpn")
+    return ExperimentConfig(
+        runtime=reference.runtime,
+        task=task,
+        trainer=reference.trainer,
+        restrictions=[
+            "task.train_data.is_training != None",
+            "task.validation_data.is_training != None",
+        ],
+    )
