@@ -56,6 +56,11 @@ setup(
         "matplotlib>=3.7",
         # evonorm_tf.search: symbolic search space and evolution.
         "pyglove>=0.4.4",
+        # evonorm_tf.data.shapes_coco: drawn COCO-format detection data.
+        "pillow>=10",
+        "pycocotools>=2.0.6",
+        # evonorm_tf.gan.evaluation: the matrix square root of FID.
+        "scipy>=1.11",
     ],
     extras_require={
         "test": [
