@@ -25,6 +25,7 @@ from evonorm_tf.layers import (
     GroupNormReLU,
     GroupNormSiLU,
 )
+from evonorm_tf.shadow_batch_norm import ShadowBatchNormalization
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "GroupNormReLU",
     "GroupNormSiLU",
     "NORM_ACT_NAMES",
+    "ShadowBatchNormalization",
     "formulas",
     "get_norm_act",
     "statistics",

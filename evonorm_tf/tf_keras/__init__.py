@@ -22,6 +22,7 @@ from evonorm_tf.tf_keras.layers import (
     GroupNormReLU,
     GroupNormSiLU,
 )
+from evonorm_tf.tf_keras.shadow_batch_norm import ShadowBatchNormalization
 
 NORM_ACT_NAMES = _factory.NORM_ACT_NAMES
 TF_KERAS_TABLE = _factory.table_for(layers)
@@ -36,4 +37,4 @@ def get_norm_act(name, /, **kwargs):
     return _factory.lookup(TF_KERAS_TABLE, name)(**kwargs)
 
 
-__all__ = ["NORM_ACT_NAMES", "get_norm_act", *layers.__all__]
+__all__ = ["NORM_ACT_NAMES", "ShadowBatchNormalization", "get_norm_act", *layers.__all__]
