@@ -49,8 +49,13 @@ def lookup(table, name):
 
 def accepted_arguments(table, name):
     """The keyword arguments a norm-act layer accepts (its own and its bases')."""
+    return class_arguments(lookup(table, name))
+
+
+def class_arguments(layer_class):
+    """The keyword arguments `layer_class` accepts in its own and its bases' `__init__`."""
     names = set()
-    for klass in lookup(table, name).__mro__:
+    for klass in layer_class.__mro__:
         if "__init__" in vars(klass):
             names.update(
                 parameter.name
@@ -59,6 +64,11 @@ def accepted_arguments(table, name):
             )
     names.discard("self")
     return names
+
+
+def is_graph_name(name):
+    """True for `"graph:<canonical>"`, the name of a searched layer (`evonorm_tf.search`)."""
+    return isinstance(name, str) and name.strip().lower().startswith("graph:")
 
 
 KERAS3_TABLE = table_for(layers)
@@ -77,7 +87,7 @@ def get_norm_act(name, /, **kwargs):
     Raises:
       ValueError: for an unknown name, listing the valid ones.
     """
-    if isinstance(name, str) and name.strip().lower().startswith("graph:"):
+    if is_graph_name(name):
         # A searched layer, `graph:<canonical>` (evonorm_tf.search); imported lazily.
         from evonorm_tf.search import layers as search_layers
 

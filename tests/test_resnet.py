@@ -200,3 +200,17 @@ def test_bad_arguments_name_the_value():
         NormActFactory("evonorm_b0", nonlinearity=False)
     with pytest.raises(TypeError, match="preactivation"):
         NormActResNet(18, preactivation="yes")
+
+
+def test_searched_graph_layers_plug_into_the_backbone():
+    import numpy as np
+
+    from evonorm_tf.search.space import EVONORM_GRAPHS
+
+    model = build_resnet(20, "graph:" + EVONORM_GRAPHS["evonorm_s0"], input_shape=(16, 16, 1),
+                         num_classes=10, norm_act_options={"groups": 8, "momentum": 0.9})
+    graph_layers = [layer for layer in model.submodules if type(layer).__name__ == "TfKerasGraphNormAct"]
+    assert graph_layers and not any("EvoNorm" in type(layer).__name__ for layer in model.submodules)
+    assert {layer.resolved_groups for layer in graph_layers if layer.resolved_groups} <= {8}
+    outputs = model(np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype("float32"), training=True)
+    assert outputs.shape == (2, 10) and np.all(np.isfinite(outputs.numpy()))

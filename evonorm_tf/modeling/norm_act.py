@@ -20,6 +20,8 @@ group count until it divides the channels); it lets EfficientNet's 24-, 40-,
 112- or 144-channel layers use the S-series without an error mid-build.
 """
 
+import functools
+
 from evonorm_tf import arguments, factory
 from evonorm_tf import tf_keras as evonorm_tf_keras
 
@@ -40,7 +42,8 @@ class NormActFactory:
 
     Args:
       name: a name of `evonorm_tf.NORM_ACT_NAMES` (`bn_relu`, `bn_silu`,
-        `evonorm_b0`, `evonorm_s0`, ...).
+        `evonorm_b0`, `evonorm_s0`, ...), or `"graph:<canonical>"` for a
+        searched layer (`evonorm_tf.search`).
       data_format: `"channels_last"` or `"channels_first"`, passed to every layer.
       **options: layer arguments shared by every position (`epsilon`,
         `momentum`, `synchronized`, `groups`, ...). Options the layer class
@@ -61,10 +64,18 @@ class NormActFactory:
                 f"norm-act options {reserved} are set by the model for each position; "
                 f"received {{{', '.join(f'{key}={options[key]!r}' for key in reserved)}}}"
             )
-        self.layer_class = factory.lookup(evonorm_tf_keras.TF_KERAS_TABLE, name)
-        self.name = name.strip().lower()
+        if factory.is_graph_name(name):
+            # A searched layer, `graph:<canonical>` (evonorm_tf.search), imported on use.
+            from evonorm_tf.search import layers as search_layers
+
+            self.name = name.strip()
+            self.layer_class = functools.partial(search_layers.TfKerasGraphNormAct, graph=self.name)
+            self.accepted = factory.class_arguments(search_layers.TfKerasGraphNormAct) - {"graph"}
+        else:
+            self.layer_class = factory.lookup(evonorm_tf_keras.TF_KERAS_TABLE, name)
+            self.name = name.strip().lower()
+            self.accepted = factory.accepted_arguments(evonorm_tf_keras.TF_KERAS_TABLE, self.name)
         self.data_format = arguments.check_data_format(data_format)
-        self.accepted = factory.accepted_arguments(evonorm_tf_keras.TF_KERAS_TABLE, self.name)
         self.options = {key: value for key, value in options.items() if key in self.accepted}
         self.ignored_options = sorted(set(options) - set(self.options))
         # Validate the options once, here, rather than at the first layer.
