@@ -144,3 +144,10 @@ def test_bad_arguments_name_the_value():
         NormActEfficientNet("b0", se_ratio=1.5)
     with pytest.raises(ValueError, match="unknown norm-act name"):
         NormActEfficientNet("b0", norm_act="batchnorm")
+
+
+def test_from_config_rebuilds_the_same_input_shape():
+    backbone = NormActEfficientNet(
+        "b0", input_specs=tf_keras.layers.InputSpec(shape=[None, 32, 32, 1]), norm_act="bn_silu")
+    rebuilt = NormActEfficientNet.from_config(backbone.get_config())
+    assert rebuilt.input_shape == backbone.input_shape == (None, 32, 32, 1)

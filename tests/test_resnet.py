@@ -214,3 +214,10 @@ def test_searched_graph_layers_plug_into_the_backbone():
     assert {layer.resolved_groups for layer in graph_layers if layer.resolved_groups} <= {8}
     outputs = model(np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype("float32"), training=True)
     assert outputs.shape == (2, 10) and np.all(np.isfinite(outputs.numpy()))
+
+
+def test_from_config_rebuilds_the_same_input_shape():
+    backbone = build_resnet(20, "evonorm_s0", input_shape=(16, 16, 1), norm_act_options={"groups": 8})
+    rebuilt = NormActResNet.from_config(backbone.get_config())
+    assert rebuilt.input_shape == backbone.input_shape == (None, 16, 16, 1)
+    assert rebuilt.count_params() == backbone.count_params()

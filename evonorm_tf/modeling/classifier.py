@@ -19,6 +19,16 @@ def input_specs_from(input_specs, input_shape):
     return input_specs
 
 
+def as_input_spec(input_specs):
+    """An `InputSpec` from None (`[None, None, None, 3]`), an `InputSpec`, or a
+    serialized shape list (what the backbones' `get_config` stores)."""
+    if input_specs is None:
+        return tf_keras.layers.InputSpec(shape=[None, None, None, 3])
+    if isinstance(input_specs, (list, tuple)):
+        return tf_keras.layers.InputSpec(shape=list(input_specs))
+    return input_specs
+
+
 def classifier_head(backbone, num_classes, kernel_regularizer=None, dropout_rate=0.0):
     """Global average pooling of the backbone's last level, dropout, then logits."""
     inputs = tf_keras.Input(shape=backbone.input_shape[1:])

@@ -200,7 +200,7 @@ class NormActEfficientNet(tf_keras.Model):
         )
         self._kernel_initializer = kernel_initializer
         self._kernel_regularizer = kernel_regularizer
-        self._input_specs = input_specs or tf_keras.layers.InputSpec(shape=[None, None, None, 3])
+        self._input_specs = classifier.as_input_spec(input_specs)
 
         inputs = tf_keras.Input(shape=self._input_specs.shape[1:])
         stem_filters = round_filters(STEM_FILTERS, self._width_scale)
@@ -300,6 +300,8 @@ class NormActEfficientNet(tf_keras.Model):
     def get_config(self):
         return {
             "model_id": self._model_id,
+            # The input shape (with batch dimension), so from_config rebuilds the same model.
+            "input_specs": list(self._input_specs.shape),
             "norm_act": self._norm_act.name,
             "norm_act_options": dict(self._norm_act.options),
             "se_ratio": self._se_ratio,

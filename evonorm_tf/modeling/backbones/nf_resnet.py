@@ -137,7 +137,7 @@ class NFResNet(tf_keras.Model):
         )
         self._kernel_initializer = kernel_initializer
         self._kernel_regularizer = kernel_regularizer
-        self._input_specs = input_specs or tf_keras.layers.InputSpec(shape=[None, None, None, 3])
+        self._input_specs = classifier.as_input_spec(input_specs)
         self._channel_axis = -1 if self._data_format == "channels_last" else 1
         spec = NF_RESNET_SPECS[self._model_id]
 
@@ -243,9 +243,6 @@ class NFResNet(tf_keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        if isinstance(config.get("input_specs"), (list, tuple)):
-            config["input_specs"] = tf_keras.layers.InputSpec(shape=config["input_specs"])
         return cls(**config)
 
 

@@ -142,7 +142,7 @@ class NormActResNet(tf_keras.Model):
         self._activation = activation
         self._kernel_initializer = kernel_initializer
         self._kernel_regularizer = kernel_regularizer
-        self._input_specs = input_specs or tf_keras.layers.InputSpec(shape=[None, None, None, 3])
+        self._input_specs = classifier.as_input_spec(input_specs)
         self._channel_axis = -1 if self._data_format == "channels_last" else 1
         spec = RESNET_SPECS[self._model_id]
 
@@ -272,6 +272,8 @@ class NormActResNet(tf_keras.Model):
     def get_config(self):
         return {
             "model_id": self._model_id,
+            # The input shape (with batch dimension), so from_config rebuilds the same model.
+            "input_specs": list(self._input_specs.shape),
             "norm_act": self._norm_act.name,
             "norm_act_options": dict(self._norm_act.options),
             "preactivation": self._preactivation,
