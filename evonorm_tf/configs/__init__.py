@@ -16,6 +16,7 @@ from evonorm_tf.configs.backbones import (
     NormActEfficientNet,
     NormActivation,
     NormActResNet,
+    NormActSpineNet,
 )
 from evonorm_tf.configs.image_classification import (
     ExperimentConfig,
@@ -37,6 +38,7 @@ __all__ = [
     "ImageClassificationTask",
     "NormActEfficientNet",
     "NormActResNet",
+    "NormActSpineNet",
     "NormActivation",
     "evonorm_efficientnet_imagenet",
     "evonorm_resnet_imagenet",

@@ -77,19 +77,37 @@ class NormActEfficientNet(hyperparams.Config):
 
 
 @dataclasses.dataclass
+class NormActSpineNet(hyperparams.Config):
+    """`evonorm_tf.modeling.NormActSpineNet` (see its docstring).
+
+    `model_id` is a key of `SPINENET_SCALING` ('49S', '49', '96', '143',
+    '143L', '190'); `min_level`/`max_level` must equal the Mask R-CNN model's.
+    """
+
+    model_id: str = "49"
+    min_level: int = 3
+    max_level: int = 7
+    stochastic_depth_drop_rate: float = 0.0
+    zero_init_residual: bool = False
+    activation: str = "relu"
+    norm_activation: NormActivation = dataclasses.field(default_factory=NormActivation)
+
+
+@dataclasses.dataclass
 class Backbone(backbones.Backbone):
-    """Model Garden's backbone one-of plus `evonorm_resnet` and `evonorm_efficientnet`."""
+    """Model Garden's backbone one-of plus `evonorm_resnet`, `evonorm_efficientnet`, `evonorm_spinenet`."""
 
     evonorm_resnet: NormActResNet = dataclasses.field(default_factory=NormActResNet)
     evonorm_efficientnet: NormActEfficientNet = dataclasses.field(default_factory=NormActEfficientNet)
     nf_resnet: NFResNet = dataclasses.field(default_factory=NFResNet)
+    evonorm_spinenet: NormActSpineNet = dataclasses.field(default_factory=NormActSpineNet)
 
 
 def check_backbone(backbone):
     """Raises ValueError for an unknown norm-act name or model id in the active sub-config."""
-    if backbone.type not in ("evonorm_resnet", "evonorm_efficientnet"):
+    if backbone.type not in ("evonorm_resnet", "evonorm_efficientnet", "evonorm_spinenet"):
         return
-    from evonorm_tf.modeling.backbones import EFFICIENTNET_SCALING, RESNET_SPECS
+    from evonorm_tf.modeling.backbones import EFFICIENTNET_SCALING, RESNET_SPECS, SPINENET_SCALING
 
     config = backbone.get()
     prefix = f"task.model.backbone.{backbone.type}"
@@ -99,8 +117,14 @@ def check_backbone(backbone):
             f"{prefix}.norm_activation.type={name!r} is not a norm-act; valid names: "
             f"{', '.join(NORM_ACT_NAMES)}"
         )
-    valid_ids = RESNET_SPECS if backbone.type == "evonorm_resnet" else EFFICIENTNET_SCALING
-    if config.model_id not in valid_ids:
+    valid_ids = {
+        "evonorm_resnet": RESNET_SPECS,
+        "evonorm_efficientnet": EFFICIENTNET_SCALING,
+        "evonorm_spinenet": SPINENET_SCALING,
+    }[backbone.type]
+    # SpineNet ids are strings; a command-line override `model_id=96` arrives as an int.
+    model_id = str(config.model_id) if backbone.type == "evonorm_spinenet" else config.model_id
+    if model_id not in valid_ids:
         raise ValueError(
             f"{prefix}.model_id={config.model_id!r} is not one of {sorted(valid_ids)}"
         )

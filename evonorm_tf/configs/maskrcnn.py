@@ -24,6 +24,7 @@ from official.vision.configs import decoders
 from official.vision.configs import maskrcnn as maskrcnn_config
 
 from evonorm_tf.configs.backbones import Backbone, NormActivation, NormActResNet, check_backbone
+from evonorm_tf.configs.backbones import NormActSpineNet
 from evonorm_tf.factory import NORM_ACT_NAMES
 from evonorm_tf.modeling import decoders as _decoders  # noqa: F401  (registers evonorm_fpn)
 from evonorm_tf.modeling.heads import maskrcnn as maskrcnn_builder
@@ -148,5 +149,48 @@ def evonorm_maskrcnn_resnetfpn_coco() -> cfg.ExperimentConfig:
         restrictions=[
             "task.train_data.is_training != None",
             "task.validation_data.is_training != None",
+        ],
+    )
+
+
+@exp_factory.register_config_factory("evonorm_maskrcnn_spinenet_coco")
+def evonorm_maskrcnn_spinenet_coco() -> cfg.ExperimentConfig:
+    """Model Garden's `maskrcnn_spinenet_coco` with EvoNorm-B0 in the backbone and heads.
+
+    SpineNet-49 (`evonorm_spinenet`) at 640², its levels 3…7 fed straight to
+    the heads (Model Garden's `identity` decoder), trained from scratch
+    (`init_checkpoint` null). The norm-acts use batch statistics over all
+    replicas, as the recipe's synchronized BN. Everything else (data,
+    schedule, optimizer) is Model Garden's recipe.
+    """
+    reference = exp_factory.get_exp_config("maskrcnn_spinenet_coco")
+    task = MaskRCNNTask()
+    reference_task = reference.task.as_dict()
+    reference_task["model"].pop("backbone")
+    reference_task["model"].pop("decoder")
+    task.override(reference_task, is_strict=True)
+    task.init_checkpoint = None
+    spinenet = reference.task.model.backbone.spinenet
+    task.model.backbone = Backbone(
+        type="evonorm_spinenet",
+        evonorm_spinenet=NormActSpineNet(
+            model_id=spinenet.model_id,
+            min_level=spinenet.min_level,
+            max_level=spinenet.max_level,
+            stochastic_depth_drop_rate=spinenet.stochastic_depth_drop_rate,
+            norm_activation=NormActivation(type="evonorm_b0", synchronized=True),
+        ),
+    )
+    task.model.decoder = Decoder(type="identity")
+    task.model.heads_norm_activation = NormActivation(type="evonorm_b0", synchronized=True)
+    return ExperimentConfig(
+        runtime=reference.runtime,
+        task=task,
+        trainer=reference.trainer,
+        restrictions=[
+            "task.train_data.is_training != None",
+            "task.validation_data.is_training != None",
+            "task.model.min_level == task.model.backbone.evonorm_spinenet.min_level",
+            "task.model.max_level == task.model.backbone.evonorm_spinenet.max_level",
         ],
     )

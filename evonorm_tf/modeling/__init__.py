@@ -5,8 +5,9 @@
     model = build_resnet(20, "evonorm_s0", input_shape=(32, 32, 1), num_classes=10)
 
 Backbones: `NormActResNet` (pre-activation v2 and v1.5), `NormActEfficientNet`
-(B0…B7). Importing this package registers the Model Garden backbone builders
-`evonorm_resnet` and `evonorm_efficientnet`; `evonorm_tf.configs` adds the
+(B0…B7), `NormActSpineNet` (49S…190). Importing this package registers the Model
+Garden backbone builders `evonorm_resnet`, `evonorm_efficientnet` and
+`evonorm_spinenet`; `evonorm_tf.configs` adds the
 configs and experiments.
 """
 
@@ -18,9 +19,11 @@ from evonorm_tf.modeling.backbones import (
     NFResNet,
     NormActEfficientNet,
     NormActResNet,
+    NormActSpineNet,
     build_efficientnet,
     build_nf_resnet,
     build_resnet,
+    build_spinenet,
 )
 from evonorm_tf.modeling.norm_act import NormActFactory, divisor_groups
 
@@ -32,9 +35,11 @@ __all__ = [
     "NormActEfficientNet",
     "NormActFactory",
     "NormActResNet",
+    "NormActSpineNet",
     "RESNET_SPECS",
     "build_efficientnet",
     "build_nf_resnet",
     "build_resnet",
+    "build_spinenet",
     "divisor_groups",
 ]
