@@ -7,7 +7,7 @@
     trainer = gan.GANTrainer(G, D, gan.Generator(resolution=32, num_classes=10, norm_act="evonorm_b0"))
 """
 
-from evonorm_tf.gan import architectures, evaluation, losses
+from evonorm_tf.gan import architectures, deep_blocks, evaluation, losses
 from evonorm_tf.gan.conditional_norm import ConditionalNormAct
 from evonorm_tf.gan.discriminator import Discriminator
 from evonorm_tf.gan.generator import Generator
@@ -21,6 +21,7 @@ __all__ = [
     "Generator",
     "SpectralNormalization",
     "architectures",
+    "deep_blocks",
     "evaluation",
     "losses",
 ]

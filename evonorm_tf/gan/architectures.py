@@ -7,9 +7,11 @@ block halves it where `downsample` is True. `attention` lists the resolutions
 after which a self-attention block runs (64x64 in the paper's 128 models).
 
 BigGAN-deep (paper appendix B, table 7) uses bottleneck residual blocks,
-two blocks per resolution (the second without resampling) and the full z
-with the class embedding as every block's condition; its rows are recorded
-here as data (`DEEP_*`), the deep blocks are not implemented yet.
+two blocks per resolution (one resampling, one not) and the full z with the
+class embedding as every block's condition (`deep_blocks.py`). Its generator
+rows are BigGAN's; its discriminator rows (`DEEP_DISCRIMINATOR_SPECS`) start
+with a 3x3 stem convolution and have one stage per later multiplier
+(BigGAN-PyTorch's `BigGANdeep.py` `G_arch`/`D_arch`).
 """
 
 import collections
@@ -34,12 +36,29 @@ DISCRIMINATOR_SPECS = {
                            downsample=(True,) * 5 + (False,), attention=(64,)),
 }
 
-# BigGAN-deep (data only): the same multipliers, two bottleneck blocks per
-# resolution, the full z (no chunks) in every block's condition, mean pooling in D.
+# BigGAN-deep generator stages: stage i runs a bottleneck block at the input
+# width (no resampling), then one that upsamples to multipliers[i + 1]; the
+# rows equal BigGAN's (BigGAN-PyTorch `BigGANdeep.G_arch`).
+DEEP_GENERATOR_SPECS = GENERATOR_SPECS
+
+# BigGAN-deep discriminator: a 3x3 stem conv to multipliers[0]·ch, then stage i
+# runs a bottleneck block to multipliers[i + 1]·ch (average-pooling where
+# downsample[i]) and one more at that width (BigGAN-PyTorch `BigGANdeep.D_arch`;
+# the paper's table 7 at 128). Attention follows a stage whose output is 64x64.
+DEEP_DISCRIMINATOR_SPECS = {
+    32: DiscriminatorSpec(multipliers=(4, 4, 4, 4), downsample=(True, True, False), attention=()),
+    64: DiscriminatorSpec(multipliers=(1, 2, 4, 8, 16), downsample=(True,) * 4, attention=(64,)),
+    128: DiscriminatorSpec(multipliers=(1, 2, 4, 8, 16, 16), downsample=(True,) * 5,
+                           attention=(64,)),
+}
+
+# Two bottleneck blocks per resolution and the full z (no chunks) in every
+# block's condition; D pools by summing, as BigGAN (both BigGAN-PyTorch and
+# compare_gan sum, although compare_gan's docstring says mean).
 VARIANTS = {
     "biggan": {"generator": GENERATOR_SPECS, "discriminator": DISCRIMINATOR_SPECS,
                "block": "residual", "blocks_per_resolution": 1, "hierarchical_z": True},
-    "biggan_deep": {"generator": GENERATOR_SPECS, "discriminator": DISCRIMINATOR_SPECS,
+    "biggan_deep": {"generator": DEEP_GENERATOR_SPECS, "discriminator": DEEP_DISCRIMINATOR_SPECS,
                     "block": "bottleneck", "blocks_per_resolution": 2, "hierarchical_z": False},
 }
 
@@ -50,14 +69,21 @@ PAPER_SETTINGS = {
 }
 
 
-def generator_spec(resolution):
-    if resolution not in GENERATOR_SPECS:
-        raise ValueError(f"resolution must be one of {sorted(GENERATOR_SPECS)}, received {resolution!r}")
-    return GENERATOR_SPECS[resolution]
+def _variant(architecture):
+    if architecture not in VARIANTS:
+        raise ValueError(f"architecture must be one of {sorted(VARIANTS)}, received {architecture!r}")
+    return VARIANTS[architecture]
 
 
-def discriminator_spec(resolution):
-    if resolution not in DISCRIMINATOR_SPECS:
-        raise ValueError(
-            f"resolution must be one of {sorted(DISCRIMINATOR_SPECS)}, received {resolution!r}")
-    return DISCRIMINATOR_SPECS[resolution]
+def generator_spec(resolution, architecture="biggan"):
+    specs = _variant(architecture)["generator"]
+    if resolution not in specs:
+        raise ValueError(f"resolution must be one of {sorted(specs)}, received {resolution!r}")
+    return specs[resolution]
+
+
+def discriminator_spec(resolution, architecture="biggan"):
+    specs = _variant(architecture)["discriminator"]
+    if resolution not in specs:
+        raise ValueError(f"resolution must be one of {sorted(specs)}, received {resolution!r}")
+    return specs[resolution]
