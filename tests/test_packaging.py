@@ -17,6 +17,7 @@ DISTRIBUTION_OF_MODULE = {
     "matplotlib": "matplotlib",
     "numpy": "numpy",
     "official": "tf-models-official",
+    "orbit": "tf-models-official",  # Orbit ships inside tf-models-official
     "PIL": "pillow",
     "pycocotools": "pycocotools",
     "pyglove": "pyglove",
