@@ -6,6 +6,8 @@
 #
 # Both splits use the sorted folder names of TRAIN_DIR as the label list (labels 1..1000), so
 # VAL_DIR must hold the same class folders (e.g. n01440764/...). Shards: 1024 train, 128 validation.
+# COCO for Mask R-CNN is a separate command (one call for both splits):
+#   python3 tpu_scripts/prepare_coco.py --coco_dir=/data/coco --output_dir=gs://BUCKET/coco
 set -euo pipefail
 : "${TRAIN_DIR:?}" "${VAL_DIR:?}" "${OUTPUT_DIR:?}"
 HERE="$(dirname "$0")"

@@ -16,7 +16,8 @@ PROJECT_FLAG=${PROJECT:+--project=${PROJECT}}
 # overriding any YAML value; with a TPU node instead of a TPU VM, pass its name or grpc:// address.)
 TPU="${TPU-local}"
 
-DATA_OVERRIDE="task.train_data.input_path=${DATA_DIR}/train*,task.validation_data.input_path=${DATA_DIR}/valid*"
+# Callers whose files are named otherwise (launch_maskrcnn.sh: val*, plus the COCO json) set DATA_OVERRIDE.
+DATA_OVERRIDE="${DATA_OVERRIDE:-task.train_data.input_path=${DATA_DIR}/train*,task.validation_data.input_path=${DATA_DIR}/valid*}"
 ARGS=("$@")
 # Fold the data paths into the last --params_override, or add one.
 found=0

@@ -15,7 +15,9 @@ On a Cloud TPU VM pass `--tpu=local` (Model Garden sets `runtime.tpu` from
 `--tpu`, overriding the YAML). A run restarted with the same `--model_dir`
 resumes from its newest checkpoint.
 
-Extra flag: `--cpu_replicas=N` splits the CPU into N logical devices and, when
+Extra flags: `--seed=N` seeds Python, NumPy and TensorFlow before the model
+is built (Model Garden sets no seed; data shuffling has its own
+`task.train_data.seed`). `--cpu_replicas=N` splits the CPU into N logical devices and, when
 the config asks for `mirrored` with `num_gpus: 0`, mirrors over them (Model
 Garden alone mirrors over CPU:0 only) — for CPU smoke runs of multi-replica
 code.
@@ -42,6 +44,10 @@ def define_flags():
     flags.DEFINE_integer(
         "cpu_replicas", 0, "If > 1, split the CPU into this many logical devices and mirror over them "
         "when runtime.distribution_strategy is mirrored with num_gpus 0."
+    )
+    flags.DEFINE_integer(
+        "seed", None, "If set, seed Python, NumPy and TensorFlow (tf_keras.utils.set_random_seed) before "
+        "the model is built, so runs differing only in config start from the same draws."
     )
     flags.mark_flags_as_required(["experiment", "mode", "model_dir"])
 
@@ -116,13 +122,21 @@ def main(_):
     if params.runtime.mixed_precision_dtype:
         performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
 
+    if FLAGS.seed is not None:
+        import tf_keras
+
+        tf_keras.utils.set_random_seed(FLAGS.seed)
     strategy = distribution_strategy(params)
     logging.info("%s with %d replicas in sync", type(strategy).__name__, strategy.num_replicas_in_sync)
     with strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=FLAGS.model_dir)
+        # Tasks with their own Orbit trainer (BigGAN: two optimizers) provide it.
+        trainer = (task.create_trainer(params, train="train" in FLAGS.mode, evaluate="eval" in FLAGS.mode)
+                   if hasattr(task, "create_trainer") else None)
     train_lib.run_experiment(
         distribution_strategy=strategy,
         task=task,
+        trainer=trainer,
         mode=FLAGS.mode,
         params=params,
         model_dir=FLAGS.model_dir,

@@ -10,10 +10,10 @@ segmentation; box and area are those of the rasterised mask, so the box, the
 mask and the pixels agree. Shapes sit in
 disjoint cells of a grid, so they never overlap.
 
-`write_shapes_coco` saves the JPEGs and the json and converts them into Model
-Garden detection TFRecords with Model Garden's own converter
-(`official.vision.data.create_coco_tf_record.create_tf_example` through
-`tfrecord_lib.write_tf_record_dataset`), masks included; Model Garden's
+`save_shapes_coco` saves the JPEGs and the json, laid out as a COCO split;
+`write_shapes_coco` also converts them into Model Garden detection TFRecords
+with Model Garden's own converter (`evonorm_tf.data.coco_tfrecords`, through
+`create_coco_tf_record.create_tf_example`), masks included; Model Garden's
 `TfExampleDecoder(include_mask=True)` reads them back.
 
     images, coco = make_shapes_coco(num_images=8, image_size=(128, 160), seed=0)
@@ -140,6 +140,27 @@ def make_shapes_coco(num_images=8, image_size=(128, 160), max_shapes=3, grid=(2,
     return images, coco
 
 
+def save_shapes_coco(image_dir, annotation_file, num_images=8, image_size=(128, 160),
+                     max_shapes=3, grid=(2, 2), seed=0):
+    """Writes the JPEGs into `image_dir` and the COCO json to `annotation_file`.
+
+    The same files as a COCO release split (`val2017/` and
+    `annotations/instances_val2017.json`); `evonorm_tf.data.coco_tfrecords`
+    converts either. Arguments after the paths are as `make_shapes_coco`.
+    Returns the COCO dictionary.
+    """
+    images, coco = make_shapes_coco(num_images, image_size, max_shapes, grid, seed)
+    os.makedirs(image_dir, exist_ok=True)
+    for pixels, info in zip(images, coco["images"]):
+        Image.fromarray(pixels).save(os.path.join(image_dir, info["file_name"]), quality=95)
+    annotation_directory = os.path.dirname(annotation_file)
+    if annotation_directory:
+        os.makedirs(annotation_directory, exist_ok=True)
+    with open(annotation_file, "w") as file:
+        json.dump(coco, file)
+    return coco
+
+
 def write_shapes_coco(directory, num_images=8, image_size=(128, 160), max_shapes=3,
                       grid=(2, 2), seed=0, num_shards=1, include_masks=True):
     """Writes the JPEGs, the COCO json and Model Garden detection TFRecords.
@@ -156,36 +177,15 @@ def write_shapes_coco(directory, num_images=8, image_size=(128, 160), max_shapes
       `ShapesCocoFiles(image_dir, annotation_file, tfrecord_prefix,
       tfrecord_pattern)`; the pattern suits `input_path` of a data config.
     """
-    # Imported here: the converter module defines absl flags and pulls in TF.
-    from official.vision.data import create_coco_tf_record, tfrecord_lib
+    from evonorm_tf.data.coco_tfrecords import write_coco_tfrecords
 
     _check_positive_int("num_shards", num_shards)
-    images, coco = make_shapes_coco(num_images, image_size, max_shapes, grid, seed)
     image_dir = os.path.join(directory, "images")
-    os.makedirs(image_dir, exist_ok=True)
-    for pixels, info in zip(images, coco["images"]):
-        Image.fromarray(pixels).save(os.path.join(image_dir, info["file_name"]), quality=95)
     annotation_file = os.path.join(directory, "instances.json")
-    with open(annotation_file, "w") as file:
-        json.dump(coco, file)
-
-    image_to_annotations = collections.defaultdict(list)
-    for annotation in coco["annotations"]:
-        image_to_annotations[annotation["image_id"]].append(annotation)
-    id_to_name = {category["id"]: category["name"] for category in coco["categories"]}
+    save_shapes_coco(image_dir, annotation_file, num_images, image_size, max_shapes, grid, seed)
     tfrecord_prefix = os.path.join(directory, "tfrecord")
-    skipped = tfrecord_lib.write_tf_record_dataset(
-        tfrecord_prefix,
-        create_coco_tf_record.generate_annotations(
-            images=coco["images"],
-            image_dirs=[image_dir],
-            img_to_obj_annotation=image_to_annotations,
-            id_to_name_map=id_to_name,
-            include_masks=include_masks,
-        ),
-        create_coco_tf_record.create_tf_example,
-        num_shards,
-        multiple_processes=0,  # in-process: no worker pool on a shared machine
+    _, skipped = write_coco_tfrecords(
+        image_dir, annotation_file, tfrecord_prefix, num_shards, include_masks
     )
     if skipped:
         raise ValueError(f"Model Garden's converter skipped {skipped} generated annotations")
