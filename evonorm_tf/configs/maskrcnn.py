@@ -2,8 +2,9 @@
 
 Importing this module registers the decoder builder `evonorm_fpn`, the task
 config `MaskRCNNTask` (run by `NormActMaskRCNNTask`, Model Garden's Mask R-CNN
-task with the norm-act heads) and the experiment
-`evonorm_maskrcnn_resnetfpn_coco`. Norm-acts are chosen per part:
+task with the norm-act heads) and the experiments
+`evonorm_maskrcnn_resnetfpn_coco` (ResNet-50-FPN) and
+`evonorm_maskrcnn_spinenet_coco` (SpineNet-49). Norm-acts are chosen per part:
 
     task.model.backbone.evonorm_resnet.norm_activation.type=evonorm_s0
     task.model.decoder.evonorm_fpn.norm_activation.type=evonorm_s0
