@@ -15,9 +15,13 @@ costs `t / 2`; the bound is 3 passes forward (read x for the statistics,
 read x again, write y) and 8 passes forward+backward.
 
     python bench/layers.py                          # everything (minutes)
+    python bench/layers.py --quick                  # issue 3's table: BN vs the six EvoNorms, no XLA (~5 min)
     python bench/layers.py --shapes 32,28,28,512 --layers evonorm_b0,bn_fused --xla off
 
-The machine is shared: the load average is printed with the numbers.
+The layers of one shape and XLA setting are timed interleaved: `--repeats`
+rounds, each timing `--iters` calls of every layer in turn, so drifting
+machine load hits them alike; the median over all calls is reported. The
+machine is shared: the load average is printed with the numbers.
 """
 
 import argparse
@@ -86,12 +90,17 @@ PLAIN_SUFFIX = "_plain"
 def median_ms(function, args, iters, warmup):
     for _ in range(warmup):
         _block(function(*args))
+    times = timed_calls(function, args, iters)
+    return pystats.median(times), min(times)
+
+
+def timed_calls(function, args, iters):
     times = []
     for _ in range(iters):
         start = time.perf_counter()
         _block(function(*args))
         times.append((time.perf_counter() - start) * 1e3)
-    return pystats.median(times), min(times)
+    return times
 
 
 def _block(outputs):
@@ -130,11 +139,17 @@ def main():
     parser.add_argument("--layers", default=",".join(LAYERS),
                         help="comma-separated, from: " + ", ".join(LAYERS) + f"; add {PLAIN_SUFFIX!r} to an "
                         "evonorm_tf layer for its plain (unfused) graph")
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=5, help="timed calls per layer and round")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds over the layers")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--xla", choices=("on", "off", "both"), default="both")
+    parser.add_argument("--quick", action="store_true",
+                        help="bn_fused and the six EvoNorms, XLA off, 3 rounds of 5 calls, 2 warm-up calls")
     parser.add_argument("--json", default=None, help="append one JSON line per measurement")
     args = parser.parse_args()
+    if args.quick:
+        args.layers = ",".join(["bn_fused"] + [f"evonorm_{k}" for k in ("b0", "b1", "b2", "s0", "s1", "s2")])
+        args.xla, args.iters, args.repeats, args.warmup = "off", 5, 3, 2
 
     names = [n.strip() for n in args.layers.split(",") if n.strip()]
     unknown = [n for n in names if n.removesuffix(PLAIN_SUFFIX) not in LAYERS]
@@ -146,8 +161,10 @@ def main():
     shapes = [tuple(int(d) for d in s.split(",")) for s in args.shapes.replace(" ", "").split(";") if s]
 
     load_before = os.getloadavg()
-    print(f"# tensorflow {tf.__version__}, keras {keras.__version__}; iters {args.iters}, "
-          f"warm-up {args.warmup}; load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    print(f"# tensorflow {tf.__version__}, keras {keras.__version__}; {args.repeats} interleaved rounds of "
+          f"{args.iters} calls, warm-up {args.warmup}; intra-op threads {threads} (0: all {os.cpu_count()} cores); "
+          f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
     sink = open(args.json, "a") if args.json else None
     for shape in shapes:
         x = tf.random.normal(shape, mean=0.3, stddev=1.5, seed=1)
@@ -160,19 +177,27 @@ def main():
               f"fwd+bwd (8 passes) {bound_backward:.2f} ms\n")
         print("| layer | XLA | fwd ms | fwd / bn_fused | fwd / bound | fwd+bwd ms | f+b / bn_fused | f+b / bound |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
-        reference = None
         for xla in xla_settings if False in xla_settings else [False] + xla_settings:
-            for name in names:
-                if xla not in xla_settings and name != REFERENCE:
-                    continue
+            run = [n for n in names if xla in xla_settings or n == REFERENCE]
+            functions = {}
+            for name in run:
                 fused.ENABLED = not name.endswith(PLAIN_SUFFIX)
                 layer = LAYERS[name.removesuffix(PLAIN_SUFFIX)]()
                 forward, forward_backward = make_functions(layer, x, dy, xla)
-                fwd, fwd_min = median_ms(forward, (x,), args.iters, args.warmup)
-                fb, fb_min = median_ms(forward_backward, (x,), args.iters, args.warmup)
+                for function in (forward, forward_backward):  # traces with the ENABLED setting above
+                    for _ in range(args.warmup):
+                        _block(function(x))
                 fused.ENABLED = True
-                if name == REFERENCE and not xla:
-                    reference = (fwd, fb)
+                functions[name] = (forward, forward_backward)
+            times = {name: ([], []) for name in run}
+            for _ in range(args.repeats):
+                for name in run:
+                    for function, store in zip(functions[name], times[name]):
+                        store.extend(timed_calls(function, (x,), args.iters))
+            if not xla:  # ratios are to the tf_keras fused BatchNorm without XLA
+                reference = [pystats.median(t) for t in times[REFERENCE]]
+            for name in run:
+                (fwd, fb), (fwd_min, fb_min) = ([f(t) for t in times[name]] for f in (pystats.median, min))
                 print(f"| {name} | {'yes' if xla else 'no'} | {fwd:.2f} | {fwd / reference[0]:.2f} | "
                       f"{fwd / bound_forward:.2f} | {fb:.2f} | {fb / reference[1]:.2f} | {fb / bound_backward:.2f} |",
                       flush=True)
@@ -185,7 +210,7 @@ def main():
                         "load": os.getloadavg()[0],
                     }) + "\n")
                     sink.flush()
-                del layer, forward, forward_backward
+            del functions
     load_after = os.getloadavg()
     print(f"\n# load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     if sink:

@@ -1,28 +1,39 @@
 """Fast EvoNorm kernels: one-pass statistics and hand-written gradients.
 
 `evonorm_tf.formulas` defines each EvoNorm once, as readable TensorFlow; this
-module computes the same functions faster on CPU, and `formulas` routes its
-calls here (set `evonorm_tf.fused.ENABLED = False` to time or debug the plain
-graphs). Three things make them fast:
+module computes the same functions faster, and `formulas` routes its calls
+here (set `evonorm_tf.fused.ENABLED = False` to time or debug the plain
+graphs). What makes them fast on CPU (each point measured, see
+`bench/layers.py`):
 
-1. **Statistics in one pass, as matmuls.** Per-(sample, channel) sums over the
-   spatial axes are `ones[N,1,S] @ x[N,S,C]` (channels_last) or a row
-   reduction (channels_first): TF's column-reduction kernels reach a fraction
-   of the memory bandwidth, a matmul against a ones vector reaches all of it.
-   The sums are of `d = x − x₀` and `d²`, with `x₀` the first spatial element
-   of each (sample, channel): shifting by a sample of the data keeps
-   `Σd² − (Σd)²/S` free of cancellation when |mean| >> std. Group and batch
-   statistics are exact (Chan et al.) combinations of the per-channel ones,
-   so EvoNorm-B0..B2 get their batch variance without a second pass over x.
-2. **`tf.custom_gradient` with derived backward passes.** The backward pass
-   reuses the forward statistics, recomputes the cheap elementwise terms
-   (sigmoid, the B-series `max` branch) from x, reduces everything it needs
-   in one more pass, and writes dx in a single elementwise pass. Nothing of
-   x's size is saved besides x itself.
-3. **Elementwise work fused by XLA.** The elementwise parts run as small
-   `jit_compile=True` functions, so each is one pass over memory even when the
-   model itself is not compiled; inside a compiled model they are inlined.
-   `ELEMENTWISE_XLA = False` runs them as plain TF ops instead.
+1. **Statistics in one read of x, fused.** The forward pass sums `d = x − x₀`
+   and `d²` per (sample, channel), the subtraction and square computed inside
+   the reduction: XLA on CPU only fuses elementwise work into a reduction over
+   at most 32 positions (a longer one is rewritten into a windowed reduction
+   that takes its input from memory), so the spatial positions are summed in
+   blocks of up to `_BLOCK` and the partial sums added by a small matmul
+   (`_spatial_sum`). `x₀`, the first spatial element of each (sample,
+   channel), keeps `Σd² − (Σd)²/S` free of cancellation when |mean| >> std.
+   Group and batch statistics are exact (Chan et al.) combinations of the
+   per-channel ones, so the B-series get their batch variance without
+   another pass. Second moments (B1, B2 at inference, S2) are one sum of x².
+2. **A backward pass that writes few terms.** XLA on CPU emits a reduction
+   fused with non-trivial elementwise work (division, max, sigmoid) as
+   scalar code, several times slower than a vectorised elementwise pass that
+   writes the summands plus a sum over them. So the backward pass writes
+   only the x-sized terms its sums need (B0 3, B1 2, B2 3, S0 2, S1 and S2 1)
+   in one kernel, sums them and dy with per-sample `ones @ t` matmuls, and
+   writes dx in one more kernel. It reuses the forward statistics; nothing
+   x-sized is saved but x.
+3. **Small math outside the x-sized kernels.** The per-(sample, channel)
+   and per-group arithmetic between the kernels runs as plain TF ops on
+   tiny tensors: inside a kernel XLA fuses it into the elementwise loop and
+   recomputes it (group reshapes included) for every element.
+4. **No autodiff copies.** The kernels are `jit_compile=True` functions
+   traced once per configuration and shape, their inputs hidden from
+   gradient tapes (`tf.stop_gradient`), so TensorFlow does not compile
+   variants that also return every intermediate. Inside a compiled model
+   they are inlined. `COMPILED = False` runs the same code as plain TF ops.
 
 Derivations (y = x / den · γ + β for the B-series, den = max(σ_b, r), σ_b =
 sqrt(s2_bhw + ε); P = dy·x/den; R = [r > σ_b] the per-element branch):
@@ -36,116 +47,156 @@ sqrt(s2_bhw + ε); P = dy·x/den; R = [r > σ_b] the per-element branch):
     and a variance V of M elements with mean m passes ∂L/∂V · 2(x − m)/M to x
     (a second moment: ∂L/∂mu2 · 2x/M). The moving-variance update has no gradient.
 
+B0 needs Σ_R P/den (for σ_i) and Σ_R P·x/den (for v); on R, den = v·x + σ_i,
+so Σ_R P = v·Σ_R P·x/den + σ_i·Σ_R P/den comes from those two without a sum
+of its own. Both the instance and the batch terms are centred on the same
+per-(sample, channel) origin x₀, so dx is one pass:
+
+    dx = γ·dy/den·(R ? σ_i or ρ / den : 1) + (c_i + c_b)·(x − x₀) − k,
+
+with c_i, c_b, k per (sample, channel). (On the instance branch 1 − x·∂r/∂x
+/ den equals instance/den for all of B0, B1, B2: no cancellation.)
+
 S-series (y = f·ρ⁻¹·γ + β, f = x·σ(v·x), ρ = sqrt(group statistic + ε)):
 dβ = Σ dy, dγ = Σ dy·f/ρ, dv = Σ γ/ρ·dy·x²·σ(1−σ), ∂f/∂x = σ·(1 + v·x·(1−σ)),
-∂L/∂ρ⁻¹ = Σ_group γ·dy·f.
+∂L/∂ρ⁻¹ = Σ_group γ·dy·f. σ'(z) is written σ(z)·(1 − σ(z)), as TF's own
+SigmoidGrad.
 
 All kernels take float32 inputs of rank 3 to 5 in either data format, are
 XLA-compilable, and return float32.
 """
 
+import functools
+
 import tensorflow as tf
 
-__all__ = ["ENABLED", "ELEMENTWISE_XLA", "b_series", "s_series"]
+__all__ = ["ENABLED", "COMPILED", "b_series", "s_series"]
 
 #: Route `formulas` through these kernels (False: the plain autodiff graphs).
 ENABLED = True
-#: Run the elementwise parts as `jit_compile=True` functions (one pass each).
-ELEMENTWISE_XLA = True
+#: Run each kernel as one `jit_compile=True` function (False: plain TF ops).
+COMPILED = True
 
 
-def _elementwise(function):
-    """`function` as an XLA-fused function, or plain, per `ELEMENTWISE_XLA`."""
-    compiled = tf.function(function, jit_compile=True, autograph=False)
+def _kernel(function):
+    """`function` as XLA-compiled functions, or plain, per `COMPILED`.
+
+    The leading arguments of every kernel are Python values (kind,
+    channels_last, ...), the rest tensors. One `tf.function` is kept per configuration and static
+    input shape, so each traces once with static shapes (`_spatial_sum` picks
+    its blocking from them) and none is reported as retracing.
+    """
+    compiled = {}
 
     def call(*args):
-        return compiled(*args) if ELEMENTWISE_XLA else function(*args)
+        # The kernels sit inside `tf.custom_gradient`s: hiding their inputs
+        # from any gradient tape keeps TensorFlow from compiling a variant
+        # that also returns every intermediate for autodiff.
+        args = [tf.stop_gradient(a) if isinstance(a, (tf.Tensor, tf.Variable)) else a for a in args]
+        if not COMPILED:
+            return function(*args)
+        key = tuple((tuple(a.shape), a.dtype) if isinstance(a, (tf.Tensor, tf.Variable)) else a for a in args)
+        if key not in compiled:
+            # A `partial` per key: TF counts retracing per Python code object,
+            # and would report these first traces of new shapes as retracing.
+            compiled[key] = tf.function(functools.partial(function), jit_compile=True, autograph=False)
+        return compiled[key](*args)
 
     call.__name__ = function.__name__
     return call
 
 
-#: Largest static batch size whose spatial sums are unrolled into per-sample matmuls.
-_MAX_UNROLLED_BATCH = 256
-
-
 # -- layout -------------------------------------------------------------------------
+# Kernels see x as `[N, R, B, C]` (channels_last) or `[N, C, R, B]`
+# (channels_first): the spatial positions split into R rows of B, where B is
+# the largest divisor of the spatial size up to `_BLOCK` (see `_spatial_sum`).
+# Per-(sample, channel) statistics are "stat"-shaped, `[N, 1, 1, C]` /
+# `[N, C, 1, 1]`; per-channel vectors `[1, 1, 1, C]` / `[1, C, 1, 1]`.
+
+#: Spatial sums add blocks of at most this many positions first.
+_BLOCK = 32
 
 
-class _Layout:
-    """x viewed as `[N, S, C]` (channels_last) or `[N, C, S]` (channels_first).
+def _block_size(spatial):
+    if spatial is None:
+        return 1
+    if spatial <= _BLOCK:
+        return spatial
+    block = max(d for d in range(1, _BLOCK + 1) if spatial % d == 0)
+    return block if block >= 4 else 1
 
-    Per-(sample, channel) statistics are kept as `[N, 1, C]` / `[N, C, 1]`
-    ("stat" shape) and per-channel vectors as `[1, 1, C]` / `[1, C, 1]`.
+
+def _blocked(x, data_format):
+    """x reshaped to the kernels' 4-D view, and whether it is channels_last."""
+    channels_last = data_format == "channels_last"
+    shape = x.shape.as_list()
+    spatial_dims = shape[1:-1] if channels_last else shape[2:]
+    spatial = None if None in spatial_dims else _product(spatial_dims)
+    block = _block_size(spatial)
+    channels = shape[-1] if channels_last else shape[1]
+    if channels is None:
+        channels = tf.shape(x)[-1] if channels_last else tf.shape(x)[1]
+    batch = shape[0] if shape[0] is not None else tf.shape(x)[0]
+    if channels_last:
+        return tf.reshape(x, [batch, -1, block, channels]), True
+    return tf.reshape(x, [batch, channels, -1, block]), False
+
+
+def _product(values):
+    product = 1
+    for value in values:
+        product *= value
+    return product
+
+
+def _vector(v, channels_last):
+    return tf.reshape(v, [1, 1, 1, -1] if channels_last else [1, -1, 1, 1])
+
+
+def _spatial_sum(t, channels_last):
+    """Per-(sample, channel) sum over the spatial axes of a 4-D view, stat-shaped.
+
+    Two stages, because XLA on CPU rewrites a long reduction into a windowed
+    one that it cannot fuse with the elementwise work producing its input
+    (which would then be written to memory and read back): the sum over each
+    block of B ≤ `_BLOCK` positions is fused into the pass computing `t`, and
+    the R partial sums are added by a small matmul, which XLA does not merge
+    back into the reduction. (Without a divisor of at least 4, B = 1 and the
+    matmul sums t itself.)
     """
-
-    def __init__(self, x, data_format):
-        self.channels_last = data_format == "channels_last"
-        self.shape = tf.shape(x)
-        channels = x.shape[-1] if self.channels_last else x.shape[1]
-        if channels is None:
-            channels = self.shape[-1] if self.channels_last else self.shape[1]
-        self.channels = channels
-        self.batch = self.shape[0]
-        if self.channels_last:
-            self.x3 = tf.reshape(x, tf.stack([self.batch, -1, channels]))
-            self.spatial = tf.shape(self.x3)[1]
-        else:
-            self.x3 = tf.reshape(x, tf.stack([self.batch, channels, -1]))
-            self.spatial = tf.shape(self.x3)[2]
-        self.count = tf.cast(self.spatial, tf.float32)
-
-    def restore(self, t3):
-        return tf.reshape(t3, self.shape)
-
-    def vector(self, v):
-        v = tf.reshape(v, [-1])
-        return tf.reshape(v, [1, 1, -1] if self.channels_last else [1, -1, 1])
-
-    def channel_sum(self, stat):
-        """Sum of a stat-shaped tensor over the batch, as a `[C]` vector."""
-        return tf.reshape(tf.reduce_sum(stat, axis=0), [-1])
-
-    def first(self, t3):
-        return t3[:, :1, :] if self.channels_last else t3[:, :, :1]
-
-    def spatial_sum(self, t3):
-        """Per-(sample, channel) sum over the spatial axis, stat-shaped.
-
-        channels_last: `ones[1, S] @ x[n]` per sample when the batch size is
-        static (a batched `[N, 1, S] @ [N, S, C]` matmul is several times
-        slower on CPU than N plain ones), else the batched matmul.
-        channels_first: a row reduction, which TF does at full speed.
-        """
-        if not self.channels_last:
-            return tf.reduce_sum(t3, axis=2, keepdims=True)
-        batch = t3.shape[0]
-        if batch is not None and batch <= _MAX_UNROLLED_BATCH:
-            ones = tf.ones(tf.stack([1, self.spatial]), t3.dtype)
-            return tf.stack([tf.linalg.matmul(ones, sample) for sample in tf.unstack(t3, axis=0)])
-        ones = tf.ones(tf.stack([self.batch, 1, self.spatial]), t3.dtype)
-        return tf.linalg.matmul(ones, t3)
-
-    def to_groups(self, stat, groups):
-        """`[N, G, C/G]` view of a stat-shaped tensor."""
-        return tf.reshape(stat, tf.stack([self.batch, groups, -1]))
-
-    def from_groups(self, grouped, groups):
-        """Broadcasts `[N, G, 1]` back over each group's channels, stat-shaped."""
-        full = tf.broadcast_to(grouped, tf.stack([self.batch, groups, self.channels // groups]))
-        return tf.reshape(full, [-1, 1, self.channels] if self.channels_last else [-1, self.channels, 1])
+    partial = tf.reduce_sum(t, axis=2 if channels_last else 3)  # [N, R, C] or [N, C, R]
+    shape = tf.shape(partial)
+    if channels_last:
+        ones = tf.ones(tf.stack([shape[0], 1, shape[1]]), t.dtype)
+        return tf.expand_dims(tf.linalg.matmul(ones, partial), 2)
+    ones = tf.ones(tf.stack([shape[0], shape[2], 1]), t.dtype)
+    return tf.expand_dims(tf.linalg.matmul(partial, ones), 3)
 
 
-# -- one-pass statistics -----------------------------------------------------------
+def _channel_sum(stat):
+    """Sum of a stat-shaped tensor over the batch, as a `[C]` vector."""
+    return tf.reshape(tf.reduce_sum(stat, axis=0), [-1])
 
 
-@_elementwise
-def _shifted(x3, shift):
-    d = x3 - shift
-    return d, d * d
+def _spatial_count(x4, channels_last):
+    shape = tf.shape(x4)
+    return tf.cast(shape[1] * shape[2] if channels_last else shape[2] * shape[3], tf.float32)
 
 
-def channel_moments(layout):
+def _to_groups(stat, groups):
+    """`[N, G, C/G]` view of a stat-shaped tensor."""
+    return tf.reshape(stat, [tf.shape(stat)[0], groups, -1])
+
+
+def _from_groups(grouped, like):
+    """Repeats `[N, G, 1]` over each group's channels, shaped like the stat `like`."""
+    return tf.reshape(tf.broadcast_to(grouped, tf.shape(_to_groups(like, tf.shape(grouped)[1]))), tf.shape(like))
+
+
+# -- statistics ---------------------------------------------------------------------
+
+
+def channel_moments(x4, channels_last):
     """Per-(sample, channel) moments about a shift, stat-shaped.
 
     Returns `(shift, mean_delta, m2)`: the mean is `shift + mean_delta` and
@@ -153,30 +204,29 @@ def channel_moments(layout):
     plus a small delta lets later steps form `x − mean` as
     `(x − shift) − mean_delta` without losing digits when |mean| >> std.
     """
-    shift = layout.first(layout.x3)
-    d, d2 = _shifted(layout.x3, shift)
-    sum_d = layout.spatial_sum(d)
-    sum_d2 = layout.spatial_sum(d2)
-    mean_delta = sum_d / layout.count
+    shift = x4[:, :1, :1, :] if channels_last else x4[:, :, :1, :1]
+    d = x4 - shift
+    sum_d = _spatial_sum(d, channels_last)
+    sum_d2 = _spatial_sum(d * d, channels_last)
+    mean_delta = sum_d / _spatial_count(x4, channels_last)
     m2 = tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
     return shift, mean_delta, m2
 
 
-def combine_groups(layout, shift, mean_delta, m2, groups):
+def combine_groups(shift, mean_delta, m2, count, groups):
     """Group moments over (spatial, C/G) from per-channel ones (Chan et al.).
 
     Returns `(reference, mean_delta, variance)`, stat-shaped and repeated over
     each group's channels; the group mean is `reference + mean_delta`.
     """
-    shift_g = layout.to_groups(shift, groups)
+    shift_g = _to_groups(shift, groups)
     reference = shift_g[:, :, :1]
-    delta = (shift_g - reference) + layout.to_groups(mean_delta, groups)
+    delta = (shift_g - reference) + _to_groups(mean_delta, groups)
     group_delta = tf.reduce_mean(delta, axis=2, keepdims=True)
-    spread = tf.reduce_sum(tf.square(delta - group_delta), axis=2, keepdims=True)
-    per_group = tf.cast(tf.shape(delta)[2], tf.float32)
-    m2_sum = tf.reduce_sum(layout.to_groups(m2, groups), axis=2, keepdims=True)
-    variance = (m2_sum / layout.count + spread) / per_group
-    return tuple(layout.from_groups(t, groups) for t in (reference, group_delta, variance))
+    spread = tf.reduce_mean(tf.square(delta - group_delta), axis=2, keepdims=True)
+    m2_mean = tf.reduce_mean(_to_groups(m2, groups), axis=2, keepdims=True)
+    variance = m2_mean / count + spread
+    return tuple(_from_groups(t, shift) for t in (reference, group_delta, variance))
 
 
 def combine_batch(shift, mean_delta, m2, count):
@@ -195,45 +245,146 @@ def combine_batch(shift, mean_delta, m2, count):
 # -- B-series -----------------------------------------------------------------------
 
 
-def _right_branch(kind, x, v, instance):
+def _right_branch(kind, x4, v, instance):
     if kind == "b0":
-        return v * x + instance
+        return v * x4 + instance
     if kind == "b1":
-        return (x + 1.0) * instance
-    return instance - x
+        return (x4 + 1.0) * instance
+    return instance - x4
 
 
-@_elementwise
-def _b_forward(kind, x3, v, instance, batch_std, gamma, beta):
-    den = tf.maximum(batch_std, _right_branch(kind, x3, v, instance))
-    return x3 / den * gamma + beta
+@_kernel
+def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance):
+    """y and what the backward pass needs, in one pass over x (plus the statistics').
 
-
-@_elementwise
-def _b_backward_terms(kind, x3, dy, v, instance, batch_std):
-    right = _right_branch(kind, x3, v, instance)
-    den = tf.maximum(batch_std, right)
-    p = dy * x3 / den
-    on_right = tf.cast(right > batch_std, tf.float32)
-    p_right = on_right * p
-    terms = [p, p_right]
-    if kind in ("b0", "b2"):
-        terms.append(p_right / den)
+    Returns `(y4, variance [C], instance, batch_std, origin, instance_offset,
+    batch_offset)`: dx's centred terms are `(x − origin) − offset` (see
+    `_b_backward`). With `given_variance` (inference) B1 and B2 only reduce x².
+    """
+    count = _spatial_count(x4, channels_last)
+    training = given_variance is None
+    if kind == "b0" or training:
+        shift, mean_delta, m2 = channel_moments(x4, channels_last)
+        origin = shift
     if kind == "b0":
-        terms.append(p_right * x3 / den)
-    return terms
+        instance = tf.sqrt(m2 / count + epsilon)
+        instance_offset = mean_delta  # x − mean_hw = (x − x₀) − mean_delta
+    elif training:
+        instance = tf.sqrt(m2 / count + tf.square(shift + mean_delta) + epsilon)
+        instance_offset = -origin  # x = (x − x₀) + x₀
+    else:
+        instance = tf.sqrt(_spatial_sum(x4 * x4, channels_last) / count + epsilon)
+        origin = tf.zeros_like(instance)
+        instance_offset = origin
+    if training:
+        reference, batch_delta, variance = combine_batch(shift, mean_delta, m2, count)
+        batch_offset = (reference - origin) + batch_delta  # x − mean_bhw = (x − x₀) − batch_offset
+    else:
+        variance = _vector(given_variance, channels_last)
+        batch_offset = tf.zeros_like(variance)
+    batch_std = tf.sqrt(variance + epsilon)
+    den = tf.maximum(batch_std, _right_branch(kind, x4, _vector(v, channels_last), instance))
+    y4 = x4 / den * _vector(gamma, channels_last) + _vector(beta, channels_last)
+    return y4, tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset
 
 
-@_elementwise
-def _b_backward_dx(kind, x3, dy, v, instance, batch_std, gamma, centred_terms):
-    right = _right_branch(kind, x3, v, instance)
+@_kernel
+def _b_backward_terms(kind, channels_last, x4, dy4, v, instance, batch_std):
+    """The x-sized terms whose spatial sums the B-series gradient needs (besides Σ dy).
+
+    B0: P, R·P·x/den, R·P/den; B1: P, R·P; B2: P, R·P, R·P/den (P = dy·x/den).
+    """
+    right = _right_branch(kind, x4, _vector(v, channels_last), instance)
     den = tf.maximum(batch_std, right)
-    # On the instance branch 1 − x·∂r/∂x / den equals instance/den for all of
-    # B0, B1, B2 (r − x·∂r/∂x is σ_i, ρ, ρ): no cancellation.
-    direct = gamma * dy / den * tf.where(right > batch_std, instance / den, 1.0)
-    for coefficient, reference, delta in centred_terms:
-        direct += coefficient * ((x3 - reference) - delta)
-    return direct
+    p = dy4 * x4 / den
+    p_right_den = tf.where(right > batch_std, p / den, 0.0)
+    if kind == "b0":
+        return p, p_right_den * x4, p_right_den
+    p_right = tf.where(right > batch_std, p, 0.0)
+    return (p, p_right) if kind == "b1" else (p, p_right, p_right_den)
+
+
+#: Largest static batch whose materialised sums are unrolled into per-sample matmuls.
+_MAX_UNROLLED_BATCH = 256
+
+
+def _sums(channels_last, *terms):
+    """Spatial sums of x-sized tensors already in memory, stat-shaped.
+
+    Not a kernel: TensorFlow's own kernels are the fastest here. channels_last
+    sums are `ones[1, S] @ t[n]` per sample (a batched `[N, 1, S] @ [N, S, C]`
+    matmul is several times slower on CPU; TF's column reductions slower
+    still), channels_first ones are row reductions, which TF does at full
+    speed.
+    """
+    sums = []
+    for t in terms:
+        if not channels_last:
+            sums.append(tf.reduce_sum(t, axis=(2, 3), keepdims=True))
+            continue
+        shape = tf.shape(t)
+        t3 = tf.reshape(t, [shape[0], -1, shape[3]])
+        batch = t.shape[0]
+        if batch is not None and batch <= _MAX_UNROLLED_BATCH:
+            ones = tf.ones(tf.stack([1, tf.shape(t3)[1]]), t.dtype)
+            total = tf.stack([tf.linalg.matmul(ones, sample) for sample in tf.unstack(t3, axis=0)])
+        else:
+            total = tf.linalg.matmul(tf.ones(tf.stack([shape[0], 1, tf.shape(t3)[1]]), t.dtype), t3)
+        sums.append(tf.expand_dims(total, 2))
+    return sums
+
+
+def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma, v, instance, batch_std, origin,
+                             instance_offset, batch_offset, sums):
+    """Per-(sample, channel) coefficients of dx and the small gradients (plain TF, stat-sized).
+
+    Returns `(slope, offset, dγ, dβ, dv, d batch_variance)`, with
+    `dx = γ·dy/den·(R ? instance/den : 1) + slope·(x − origin) − offset`.
+    """
+    g, v = _vector(gamma, channels_last), _vector(v, channels_last)
+    sum_dy, sum_p = sums[:2]
+    # ∂L/∂(instance statistic); B0 gets Σ_R P from the two sums it needs anyway.
+    if kind == "b0":
+        sum_p_right_x_den, sum_p_right_den = sums[2:]
+        sum_p_right = v * sum_p_right_x_den + instance * sum_p_right_den
+        dinstance = -g * sum_p_right_den
+    elif kind == "b1":
+        sum_p_right = sums[2]
+        dinstance = -g * sum_p_right / instance
+    else:
+        sum_p_right = sums[2]
+        dinstance = -g * sums[3]
+    # ∂σ/∂statistic · ∂statistic/∂x = 1/(2σ) · 2(x − centre)/S.
+    instance_coefficient = dinstance / (instance * count)
+    # ∂L/∂σ_b from the elements where σ_b won the max.
+    dbatch_std = -g / batch_std * tf.reduce_sum(sum_p - sum_p_right, axis=0, keepdims=True)
+    dvariance = dbatch_std / (2.0 * batch_std)
+    if training:
+        batch_coefficient = dvariance * (2.0 / (count * batch))
+    else:
+        batch_coefficient = tf.zeros_like(dvariance)
+    slope = instance_coefficient + batch_coefficient
+    offset = instance_coefficient * instance_offset + batch_coefficient * batch_offset
+    dv = -_channel_sum(g * sum_p_right_x_den) if kind == "b0" else tf.zeros_like(gamma)
+    return slope, offset, _channel_sum(sum_p), _channel_sum(sum_dy), dv, tf.reshape(dvariance, [-1])
+
+
+@_kernel
+def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slope, origin, offset):
+    right = _right_branch(kind, x4, _vector(v, channels_last), instance)
+    den = tf.maximum(batch_std, right)
+    direct = _vector(gamma, channels_last) * dy4 / den * tf.where(right > batch_std, instance / den, 1.0)
+    return direct + slope * (x4 - origin) - offset
+
+
+def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, *offsets):
+    terms = _b_backward_terms(kind, channels_last, x4, dy4, v, instance, batch_std)
+    sums = _sums(channels_last, dy4, *terms)
+    count, batch = _spatial_count(x4, channels_last), tf.cast(tf.shape(x4)[0], tf.float32)
+    slope, offset, *small = _b_gradient_coefficients(
+        kind, channels_last, training, count, batch, gamma, v, instance, batch_std, *offsets, sums)
+    dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slope, offsets[0], offset)
+    return [dx4] + small
 
 
 def b_series(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
@@ -248,63 +399,27 @@ def b_series(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
     Returns:
       `(y, batch_variance)`: y float32 like x, the batch variance as `[C]`.
     """
-    given_variance = batch_variance is not None
+    training = batch_variance is None
     if v is None:
         v = tf.ones_like(gamma)
-    inputs = [x, gamma, beta, v] + ([batch_variance] if given_variance else [])
+    inputs = [x, gamma, beta, v] + ([] if training else [batch_variance])
 
     @tf.custom_gradient
     def op(*tensors):
         x, gamma, beta, v = tensors[:4]
-        layout = _Layout(x, data_format)
-        x3 = layout.x3
-        shift, mean_delta, m2 = channel_moments(layout)
-        if kind == "b0":
-            instance = tf.sqrt(m2 / layout.count + epsilon)
-        else:
-            instance = tf.sqrt(m2 / layout.count + tf.square(shift + mean_delta) + epsilon)
-        if given_variance:
-            variance = tf.reshape(tensors[4], [-1])
-        else:
-            batch_reference, batch_delta, variance = combine_batch(shift, mean_delta, m2, layout.count)
-            variance = tf.reshape(variance, [-1])
-        batch_std = layout.vector(tf.sqrt(variance + epsilon))
-        g3, b3, v3 = layout.vector(gamma), layout.vector(beta), layout.vector(v)
-        y3 = _b_forward(kind, x3, v3, instance, batch_std, g3, b3)
+        x4, channels_last = _blocked(x, data_format)
+        given_variance = None if training else tf.reshape(tensors[4], [-1])
+        y4, variance, *saved = _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
 
         def grad(dy, unused_dvariance):
-            dy3 = tf.reshape(dy, tf.shape(x3))
-            terms = _b_backward_terms(kind, x3, dy3, v3, instance, batch_std)
-            sums = [layout.spatial_sum(t) for t in [dy3] + list(terms)]
-            sum_dy, sum_p, sum_p_right = sums[:3]
-            dbeta = layout.channel_sum(sum_dy)
-            dgamma = layout.channel_sum(sum_p)
-            # Batch term: ∂L/∂σ_b from the elements where σ_b won the max.
-            dbatch_std = -g3 / batch_std * tf.reduce_sum(sum_p - sum_p_right, axis=0, keepdims=True)
-            dvariance = dbatch_std / (2.0 * batch_std)
-            # Instance term: ∂L/∂σ_i (B0) or ∂L/∂ρ (B1, B2), then ∂L/∂statistic · 2/S.
-            if kind == "b1":
-                dinstance = -g3 * sum_p_right / instance
-            else:
-                dinstance = -g3 * sums[3]
-            coefficient = dinstance / (2.0 * instance) * (2.0 / layout.count)
-            if kind == "b0":  # a variance: 2(x − mean)/S
-                centred = [(coefficient, shift, mean_delta)]
-            else:  # a second moment: 2x/S
-                centred = [(coefficient, 0.0, 0.0)]
-            if given_variance:
-                dvariance_in = tf.reshape(dvariance, tf.shape(tensors[4]))
-            else:
-                total = layout.count * tf.cast(layout.batch, tf.float32)
-                centred.append((dvariance * (2.0 / total), batch_reference, batch_delta))
-            dx3 = _b_backward_dx(kind, x3, dy3, v3, instance, batch_std, g3, centred)
-            dv = -layout.channel_sum(g3 * sums[4]) if kind == "b0" else tf.zeros_like(v)
-            grads = [layout.restore(dx3), dgamma, dbeta, dv]
-            if given_variance:
-                grads.append(dvariance_in)
+            dy4 = tf.reshape(dy, tf.shape(x4))
+            dx4, dgamma, dbeta, dv, dvariance = _b_backward(kind, channels_last, training, x4, dy4, gamma, v, *saved)
+            grads = [tf.reshape(dx4, tf.shape(x)), dgamma, dbeta, dv]
+            if not training:
+                grads.append(tf.reshape(dvariance, tf.shape(tensors[4])))
             return grads
 
-        return (layout.restore(y3), tf.stop_gradient(variance)), grad
+        return (tf.reshape(y4, tf.shape(x)), tf.stop_gradient(variance)), grad
 
     return op(*inputs)
 
@@ -312,30 +427,74 @@ def b_series(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
 # -- S-series -----------------------------------------------------------------------
 
 
-@_elementwise
-def _s_forward(x3, v, scale, beta):
-    return x3 * tf.sigmoid(v * x3) * scale + beta
+@_kernel
+def _moments(centered, channels_last, x4):
+    """`channel_moments` (centered) or the per-(sample, channel) mean of x² as a kernel."""
+    if centered:
+        return channel_moments(x4, channels_last)
+    return (_spatial_sum(x4 * x4, channels_last) / _spatial_count(x4, channels_last),)
 
 
-# σ'(z) is written σ(z)·(1 − σ(z)), as TF's own SigmoidGrad: XLA's logistic is
-# much faster than an exp-based σ(z)·σ(−z), whose extra accuracy only matters
-# where σ' < ~1e-6 and contributes nothing anyway.
+@_kernel
+def _s_output(channels_last, x4, v, scale, beta):
+    return x4 * tf.sigmoid(_vector(v, channels_last) * x4) * scale + _vector(beta, channels_last)
 
 
-@_elementwise
-def _s_backward_terms(with_v, x3, dy, v):
-    s = tf.sigmoid(v * x3)
-    p = dy * x3 * s
-    if with_v:
-        return [p, p * x3 * (1.0 - s)]
-    return [p]
+def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
+    """y and `(inverse, origin, offset)`: ρ⁻¹ per (sample, channel), x − centre = (x − origin) − offset.
+
+    Two kernels with the group statistics between them in plain TF: inside
+    one, XLA would recompute the group reshapes for every element of y.
+    """
+    count = _spatial_count(x4, channels_last)
+    if centered:
+        shift, mean_delta, m2 = _moments(True, channels_last, x4)
+        reference, group_delta, statistic = combine_groups(shift, mean_delta, m2, count, groups)
+        origin, offset = shift, (reference - shift) + group_delta
+    else:
+        (second,) = _moments(False, channels_last, x4)
+        statistic = _from_groups(tf.reduce_mean(_to_groups(second, groups), axis=2, keepdims=True), second)
+        origin = offset = tf.zeros_like(statistic)
+    inverse = tf.math.rsqrt(statistic + epsilon)
+    y4 = _s_output(channels_last, x4, v, inverse * _vector(gamma, channels_last), beta)
+    return y4, inverse, origin, offset
 
 
-@_elementwise
-def _s_backward_dx(x3, dy, v, scale, coefficient, reference, delta):
-    z = v * x3
+@_kernel
+def _s_backward_terms(channels_last, with_v, x4, dy4, v):
+    """The x-sized terms whose spatial sums the S-series gradient needs (besides Σ dy): dy·f, dy·x²·σ'."""
+    s = tf.sigmoid(_vector(v, channels_last) * x4)
+    dy_f = dy4 * x4 * s
+    return (dy_f, dy_f * x4 * (1.0 - s)) if with_v else (dy_f,)
+
+
+def _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, inverse, sums):
+    """`(scale, coefficient, dγ, dβ, dv)` of an S-series gradient (plain TF, stat-sized)."""
+    g = _vector(gamma, channels_last)
+    sum_dy, sum_f = sums[:2]
+    # ∂L/∂stat = ∂L/∂ρ⁻¹ · (−ρ⁻³/2), ∂L/∂ρ⁻¹ summed over each group; ∂stat/∂x = 2(x − centre)/(S·C/G).
+    dinverse = _from_groups(tf.reduce_sum(_to_groups(g * sum_f, groups), axis=2, keepdims=True), sum_f)
+    channels = tf.shape(sum_f)[3 if channels_last else 1]
+    per_group = tf.cast(channels // groups, tf.float32) * count
+    coefficient = -dinverse * inverse ** 3 / per_group
+    scale = inverse * g
+    dv = _channel_sum(scale * sums[2]) if with_v else tf.zeros_like(gamma)
+    return scale, coefficient, _channel_sum(sum_f * inverse), _channel_sum(sum_dy), dv
+
+
+@_kernel
+def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, origin, offset):
+    z = _vector(v, channels_last) * x4
     s = tf.sigmoid(z)
-    return dy * scale * s * (1.0 + z * (1.0 - s)) + coefficient * ((x3 - reference) - delta)
+    return dy4 * scale * s * (1.0 + z * (1.0 - s)) + coefficient * ((x4 - origin) - offset)
+
+
+def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, inverse, origin, offset):
+    terms = _s_backward_terms(channels_last, with_v, x4, dy4, v)
+    sums = _sums(channels_last, dy4, *terms)
+    count = _spatial_count(x4, channels_last)
+    scale, coefficient, *small = _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, inverse, sums)
+    return [_s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, origin, offset)] + small
 
 
 def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):
@@ -351,39 +510,14 @@ def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):
     def op(*tensors):
         x, gamma, beta = tensors[:3]
         v = tensors[3] if with_v else tf.ones_like(gamma)
-        layout = _Layout(x, data_format)
-        x3 = layout.x3
-        shift, mean_delta, m2 = channel_moments(layout)
-        if centered:
-            reference, group_delta, statistic = combine_groups(layout, shift, mean_delta, m2, groups)
-        else:
-            # Second moment: E[x²] = M2/S + mean² per channel, averaged over the group.
-            second = layout.to_groups(m2 / layout.count + tf.square(shift + mean_delta), groups)
-            statistic = layout.from_groups(tf.reduce_mean(second, axis=2, keepdims=True), groups)
-            reference = group_delta = tf.zeros_like(statistic)
-        inverse = tf.math.rsqrt(statistic + epsilon)
-        g3, b3, v3 = layout.vector(gamma), layout.vector(beta), layout.vector(v)
-        y3 = _s_forward(x3, v3, inverse * g3, b3)
+        x4, channels_last = _blocked(x, data_format)
+        y4, *saved = _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v)
 
         def grad(dy):
-            dy3 = tf.reshape(dy, tf.shape(x3))
-            terms = _s_backward_terms(with_v, x3, dy3, v3)
-            sum_dy = layout.spatial_sum(dy3)
-            sum_f = layout.spatial_sum(terms[0])
-            dbeta = layout.channel_sum(sum_dy)
-            dgamma = layout.channel_sum(sum_f * inverse)
-            # ∂L/∂stat = ∂L/∂ρ⁻¹ · (−ρ⁻³/2), ∂L/∂ρ⁻¹ summed over each group.
-            dinverse = layout.from_groups(
-                tf.reduce_sum(layout.to_groups(g3 * sum_f, groups), axis=2, keepdims=True), groups
-            )
-            per_group = tf.cast(layout.channels // groups, tf.float32) * layout.count
-            coefficient = dinverse * (-0.5) * inverse ** 3 * (2.0 / per_group)
-            dx3 = _s_backward_dx(x3, dy3, v3, inverse * g3, coefficient, reference, group_delta)
-            grads = [layout.restore(dx3), dgamma, dbeta]
-            if with_v:
-                grads.append(layout.channel_sum(g3 * inverse * layout.spatial_sum(terms[1])))
-            return grads
+            dy4 = tf.reshape(dy, tf.shape(x4))
+            dx4, dgamma, dbeta, dv = _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, *saved)
+            return [tf.reshape(dx4, tf.shape(x)), dgamma, dbeta] + ([dv] if with_v else [])
 
-        return layout.restore(y3), grad
+        return tf.reshape(y4, tf.shape(x)), grad
 
     return op(*inputs)

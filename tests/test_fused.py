@@ -329,3 +329,97 @@ def test_layer_training_step_and_moving_variance(name):
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(layer.moving_variance.numpy(), 0.9 + 0.1 * x.var(axis=(0, 1, 2)), rtol=1e-5)
     assert np.all(np.isfinite(dx.numpy())) and np.abs(dx.numpy()).max() > 0
+
+
+# -- blocked spatial sums (spatial size above fused._BLOCK) -----------------------------
+# The kernels sum more than 32 spatial positions in blocks: 48 → 2 blocks of 24,
+# 64 → 2 of 32, 37 (prime) → no block, the matmul sums the elements themselves.
+
+LARGE_SPATIAL = {
+    "48_channels_last": ((2, 6, 8, 8), "channels_last"),
+    "64_channels_last": ((2, 8, 8, 8), "channels_last"),
+    "37_channels_last": ((2, 37, 8), "channels_last"),
+    "48_channels_first": ((2, 8, 6, 8), "channels_first"),
+    "37_channels_first": ((2, 8, 37), "channels_first"),
+}
+
+
+BLOCKED_CASES = [(kind, case) for kind in KINDS for case in ("48_channels_last", "37_channels_first")] + [
+    (kind, case) for kind in ("b0", "s0") for case in ("64_channels_last", "37_channels_last", "48_channels_first")]
+
+
+@pytest.mark.parametrize("kind,case", BLOCKED_CASES)
+def test_blocked_sums_forward_and_gradients(kind, case):
+    shape, data_format = LARGE_SPATIAL[case]
+    x, gamma, beta, v = _inputs(shape, data_format, seed=17)
+    x32 = x.astype(np.float32).astype(np.float64)
+    y = _call(kind, x32, gamma, beta, v, data_format, groups=4).numpy()
+    np.testing.assert_allclose(y, reference(kind, x32, gamma, beta, v, data_format, groups=4), rtol=1e-5, atol=1e-5)
+    _directional_check(kind, x, gamma, beta, v, data_format, groups=4)
+
+
+@pytest.mark.parametrize("kind", ["b0", "b1", "b2"])
+def test_blocked_sums_inference_gradients(kind):
+    x, gamma, beta, v = _inputs((2, 6, 8, 8), "channels_last", seed=18)
+    moving = np.random.default_rng(19).uniform(0.5, 3.0, gamma.shape)
+    _directional_check(kind, x, gamma, beta, v, "channels_last", groups=4, moving=moving)
+
+
+@pytest.mark.parametrize("kind", ["b0", "s0"])
+def test_blocked_sums_large_mean(kind):
+    """|mean| >> std with blocked sums: forward and gradients stay accurate."""
+    x, gamma, beta, v = _inputs((2, 6, 8, 8), "channels_last", seed=20, mean=0.0, std=0.05)
+    x = x + np.linspace(20.0, 60.0, 8)
+    v = v * 0.05
+    x32 = x.astype(np.float32).astype(np.float64)
+    y = _call(kind, x32, gamma, beta, v, "channels_last", 4).numpy()
+    expected = reference(kind, x32, gamma, beta, v, "channels_last", groups=4)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    _directional_check(kind, x, gamma, beta, v, "channels_last", groups=4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_blocked_gradients_close_to_float32(kind):
+    """bfloat16 inputs take the same float32 kernels: gradients match float32 ones at bfloat16 precision."""
+    x, gamma, beta, v = _inputs((2, 6, 8, 8), "channels_last", seed=21)
+    dy = tf.constant(np.random.default_rng(22).normal(size=x.shape), tf.float32)
+    x_bf16 = tf.cast(tf.constant(x, tf.float32), tf.bfloat16)
+    x_rounded = tf.cast(x_bf16, tf.float64).numpy()
+    results = []
+    for xt in (tf.constant(x_rounded, tf.float32), x_bf16):
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = _call(kind, xt, gamma, beta, v, "channels_last", 4, dtype=xt.dtype)
+        results.append(tf.cast(tape.gradient(y, xt, output_gradients=dy), tf.float32).numpy())
+    # The float32 gradient at the bfloat16-rounded point is itself checked against float64 above;
+    # the bfloat16 one differs only by rounding the gradient to bfloat16.
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-2, atol=1e-2 * np.abs(results[0]).max())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_uncompiled_kernels_match_compiled(kind):
+    """`fused.COMPILED = False` runs the same kernels as plain TF ops: same values and gradients."""
+    x, gamma, beta, v = _inputs((2, 6, 8, 8), "channels_last", seed=23)
+    dy = np.random.default_rng(24).normal(size=x.shape)
+    compiled = _gradients(kind, x, gamma, beta, v, dy, "channels_last", 4)
+    fused.COMPILED = False
+    try:
+        plain = _gradients(kind, x, gamma, beta, v, dy, "channels_last", 4)
+    finally:
+        fused.COMPILED = True
+    for a, b in zip(compiled, plain):
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(a).max()))
+
+
+def test_many_shapes_trace_each_kernel_once_without_retracing_warnings(caplog):
+    """One compiled function per kernel configuration and shape: no tf.function retracing warnings."""
+    gamma, beta, v = (tf.ones([8]), tf.zeros([8]), tf.ones([8]))
+    with caplog.at_level("WARNING"):
+        for size in range(3, 10):
+            x = tf.random.normal([2, size, size + 1, 8])
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = formulas.evonorm_b_training("b0", x, gamma, beta, v)[0] + formulas.evonorm_s0(x, gamma, beta, v, 4)
+            tape.gradient(y, x)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()], caplog.text

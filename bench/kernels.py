@@ -1,0 +1,128 @@
+"""Times the EvoNorm kernels of `evonorm_tf.fused` against another version of them and BatchNorm+ReLU.
+
+For a before/after comparison of kernel changes measured in one run:
+
+    git show <rev>:evonorm_tf/fused.py > /tmp/fused_before.py
+    python bench/kernels.py --before /tmp/fused_before.py
+
+Each EvoNorm is called through `fused.b_series` / `fused.s_series` (training
+mode, float32, channels_last, 32 groups) of this checkout ("after") and, with
+`--before`, of the given file; the reference is TensorFlow's fused batch norm
+op followed by ReLU. fwd is `y` in one `tf.function`; fwd+bwd adds
+`tape.gradient` with a fixed random `dy` for x and the weights. All variants
+of one shape are timed interleaved (`--repeats` rounds of `--iters` calls
+each), the median reported with its ratio to BatchNorm+ReLU. The load average
+is printed with the numbers: the machine is shared.
+"""
+
+import argparse
+import importlib.util
+import os
+import statistics as pystats
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow as tf  # noqa: E402
+
+from evonorm_tf import fused  # noqa: E402
+
+DEFAULT_SHAPES = ("32,56,56,256", "32,28,28,512", "32,14,14,1024")
+KINDS = ("b0", "b1", "b2", "s0", "s1", "s2")
+
+
+def load_kernels(path):
+    spec = importlib.util.spec_from_file_location("fused_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def norm_act(kernels, kind, gamma, beta, v):
+    def call(x):
+        if kind.startswith("b"):
+            return kernels.b_series(kind, x, gamma, beta, v if kind == "b0" else None, None, 1e-5,
+                                    "channels_last")[0]
+        return kernels.s_series(x, gamma, beta, v if kind == "s0" else None, 32, 1e-5, "channels_last",
+                                centered=kind != "s2")
+    return call
+
+
+def batch_norm_relu(gamma, beta):
+    def call(x):
+        y = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=1e-5, is_training=True)[0]
+        return tf.nn.relu(y)
+    return call
+
+
+def both_directions(function, weights, dy):
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = function(x)
+        return y, tape.gradient(y, [x] + weights, output_gradients=dy)
+    return tf.function(function), tf.function(forward_backward)
+
+
+def timed(function, x, iters):
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        tf.nest.flatten(function(x))[0].numpy()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", default=None, help="another fused.py to time alongside this checkout's")
+    parser.add_argument("--shapes", default=";".join(DEFAULT_SHAPES))
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+    versions = {"after": fused}
+    if args.before:
+        versions = {"before": load_kernels(args.before), "after": fused}
+    kinds = [k for k in args.kinds.split(",") if k]
+    load = os.getloadavg()
+    print(f"# tensorflow {tf.__version__}; {args.repeats} interleaved rounds of {args.iters} calls; "
+          f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    for text in args.shapes.split(";"):
+        shape = [int(d) for d in text.split(",")]
+        channels = shape[-1]
+        x = tf.random.normal(shape, mean=0.3, stddev=1.5, seed=1)
+        dy = tf.random.normal(shape, seed=2)
+        gamma, beta = tf.Variable(tf.ones([channels])), tf.Variable(tf.zeros([channels]))
+        v = tf.Variable(tf.fill([channels], 0.7))
+        variants = {"bn_relu": both_directions(batch_norm_relu(gamma, beta), [gamma, beta], dy)}
+        for kind in kinds:
+            for version, kernels in versions.items():
+                variants[f"evonorm_{kind} {version}"] = both_directions(
+                    norm_act(kernels, kind, gamma, beta, v), [gamma, beta, v], dy)
+        for functions in variants.values():
+            for function in functions:
+                for _ in range(args.warmup):
+                    tf.nest.flatten(function(x))[0].numpy()
+        times = {name: ([], []) for name in variants}
+        for _ in range(args.repeats):
+            for name, functions in variants.items():
+                for function, store in zip(functions, times[name]):
+                    store.extend(timed(function, x, args.iters))
+        medians = {name: [pystats.median(t) for t in pair] for name, pair in times.items()}
+        reference = medians["bn_relu"]
+        print(f"\n## x = {shape} float32\n")
+        print("| variant | fwd ms | fwd / bn_relu | fwd+bwd ms | f+b / bn_relu |")
+        print("|---|---:|---:|---:|---:|")
+        for name, (fwd, fb) in medians.items():
+            print(f"| {name} | {fwd:.1f} | {fwd / reference[0]:.2f} | {fb:.1f} | {fb / reference[1]:.2f} |",
+                  flush=True)
+    load = os.getloadavg()
+    print(f"\n# load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
