@@ -69,6 +69,8 @@ setup(
             "scikit-learn>=1.3",
             "scipy>=1.11",
         ],
+        # `python -m evonorm_tf.search ... --ray-address`: workers on a Ray cluster.
+        "search-ray": ["ray>=2.9"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

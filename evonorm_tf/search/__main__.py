@@ -1,12 +1,16 @@
 """Command line of the layer search: `python -m evonorm_tf.search {search,compare,rerank,report}`.
 
     # one search (resumable: run the same command again to continue)
-    python -m evonorm_tf.search search --output runs/b_evo --method evolution --series B \\
-        --budget-steps 20000 --workers 2
-    # Random, Random+rejection and Evolution+rejection at the same compute budget, plus the plot
-    python -m evonorm_tf.search compare --output runs/compare --budget-steps 20000
-    # re-rank the best searched layers against BN-ReLU, EvoNorm-B0 and -S0 on held-out data
-    python -m evonorm_tf.search rerank --runs runs/compare/evolution_rejection --top 10 --steps 1500
+    python -m evonorm_tf.search search --output runs/evo --method evolution --series B \
+        --max-candidates 300 --workers 2
+    # Random, Random+rejection and Evolution+rejection one after the other, plus the plot
+    python -m evonorm_tf.search compare --output runs/compare --max-candidates 100
+    # leaderboards and the plot of several searches at an equal candidate budget
+    python -m evonorm_tf.search report --runs runs/compare/* --first 100 --plot progress.png
+    # re-rank the best searched layers against baselines (names separated by spaces)
+    python -m evonorm_tf.search rerank --runs runs/compare/evolution runs/compare/random_rejection \
+        --top 3 1 --steps 200 --seeds 3 --workers 2 --output runs/rerank \
+        --baselines bn_relu evonorm_b0 evonorm_s0 "graph:sigmoid(0);mul(0,4);std_whg(0);div(5,6)"
 
 See docs/search.md.
 """
@@ -17,8 +21,9 @@ import json
 import os
 import sys
 
-from evonorm_tf.search import evolution, report
+from evonorm_tf.search import evolution, proxy, report
 
+_DEFAULT_BASELINES = ("bn_relu", "evonorm_b0", "evonorm_s0")
 _COMPARE_METHODS = (("random", "Random"), ("random_rejection", "Random + rejection"),
                     ("evolution", "Evolution + rejection"))
 
@@ -34,7 +39,8 @@ def _add_config_arguments(parser):
     parser.add_argument("--budget-steps", type=int, default=None,
                         help="compute budget in anchor training steps (rejection tests included)")
     parser.add_argument("--anchors", default=",".join(defaults.anchors))
-    parser.add_argument("--data", choices=("textures", "cifar10"), default=defaults.data)
+    parser.add_argument("--data", choices=proxy.DATA, default=defaults.data,
+                        help="proxy data: digits (sklearn, offline), textures (generated), cifar10 (TFDS)")
     parser.add_argument("--data-dir", default=None, help="TFDS data_dir holding cifar10 (never downloaded)")
     for name in ("num_train", "num_test", "image_size", "width", "train_steps", "batch_size",
                  "quality_steps", "stability_steps", "seed", "workers"):
@@ -44,7 +50,9 @@ def _add_config_arguments(parser):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer)
     parser.add_argument("--ray-address", default=None,
-                        help="run evaluations on a Ray cluster (e.g. 'auto'); needs `pip install ray`")
+                        help="run evaluations as Ray tasks: 'local' starts a private Ray on this "
+                             "machine, 'auto' or host:port joins a cluster; needs `pip install ray` "
+                             "(the search-ray extra)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -80,29 +88,41 @@ def _compare(arguments):
 
 
 def _rerank(arguments):
+    tops = arguments.top if len(arguments.top) > 1 else arguments.top * len(arguments.runs)
+    if len(tops) != len(arguments.runs):
+        raise SystemExit(f"--top takes one count, or one per run ({len(arguments.runs)}), "
+                         f"received {arguments.top}")
     names = []
-    for directory in arguments.runs:
+    for directory, top in zip(arguments.runs, tops):
         report.write_outputs(directory)
         rows = [row for row in report.leaderboard(
             evolution.store.Store(directory).load(),
             evolution.store.read_json(os.path.join(directory, "config.json"))["anchors"])
             if row["mean_accuracy"] is not None and not row["rejected"]]
-        names += ["graph:" + row["graph"] for row in rows[: arguments.top]]
-    names = list(dict.fromkeys(names)) + arguments.baselines.split(",")
+        names += ["graph:" + row["graph"] for row in rows[:top]]
+    baselines = [] if arguments.no_baselines else arguments.baselines or list(_DEFAULT_BASELINES)
+    names = list(dict.fromkeys(names + baselines))
+    if not names:
+        raise SystemExit("nothing to re-rank: no accepted layer in --runs and no baselines")
     saved = evolution.store.read_json(os.path.join(arguments.runs[0], "config.json"))
     fields = {field.name for field in dataclasses.fields(evolution.SearchConfig)}
     config = evolution.SearchConfig(**{k: v for k, v in saved.items() if k in fields})
-    rows = report.rerank(names, config, arguments.steps, tuple(range(arguments.seeds)))
+    rows = report.rerank(names, config, arguments.steps, tuple(range(arguments.seeds)),
+                         workers=arguments.workers)
     report.write_rerank(rows, arguments.output)
     for row in rows:
-        print(f"{row['mean_accuracy']:.4f}  {row['name']}")
+        print(f"{row['mean_accuracy']:.4f} ± {row['mean_accuracy_sd']:.4f}  {row['name']}")
 
 
 def _report(arguments):
+    if arguments.labels and len(arguments.labels) != len(arguments.runs):
+        raise SystemExit(f"--labels needs one label per run ({len(arguments.runs)}), "
+                         f"received {arguments.labels}")
     for directory in arguments.runs:
-        print(json.dumps(report.write_outputs(directory), indent=1))
+        print(json.dumps(report.write_outputs(directory, arguments.first), indent=1))
     if arguments.plot:
-        report.plot_progress(arguments.runs, arguments.plot)
+        report.plot_progress(arguments.runs, arguments.plot, arguments.labels, arguments.first,
+                             arguments.title)
 
 
 def main(argv=None):
@@ -119,13 +139,24 @@ def main(argv=None):
     rerank = commands.add_parser("rerank", help="re-rank the best layers against baselines")
     rerank.add_argument("--runs", nargs="+", required=True)
     rerank.add_argument("--output", required=True)
-    rerank.add_argument("--top", type=int, default=10)
+    rerank.add_argument("--top", type=int, nargs="+", default=[10],
+                        help="best accepted layers taken from each run: one count, or one per run")
     rerank.add_argument("--steps", type=int, default=1500)
-    rerank.add_argument("--seeds", type=int, default=1)
-    rerank.add_argument("--baselines", default="bn_relu,evonorm_b0,evonorm_s0")
+    rerank.add_argument("--no-baselines", action="store_true", help="re-rank only the searched layers")
+    rerank.add_argument("--seeds", type=int, default=1, help="training seeds 0..N-1 per layer and anchor")
+    rerank.add_argument("--workers", type=int, default=0,
+                        help="train the runs in a process pool of this size (0: in-process)")
+    rerank.add_argument("--baselines", nargs="+", action="extend", default=None, metavar="NAME",
+                        help="norm-act names to compare against, separated by spaces (graph: names "
+                             "contain commas and semicolons); repeatable. Default: "
+                             + " ".join(_DEFAULT_BASELINES))
     summary = commands.add_parser("report", help="rewrite leaderboards (and a plot) of searches")
     summary.add_argument("--runs", nargs="+", required=True)
-    summary.add_argument("--plot", default=None)
+    summary.add_argument("--plot", default=None, help="write the progress plot (PNG) here")
+    summary.add_argument("--labels", nargs="+", default=None, help="one plot label per run")
+    summary.add_argument("--title", default=None, help="plot title")
+    summary.add_argument("--first", type=int, default=None,
+                         help="only the first N evaluated candidates of each run (equal candidate budget)")
     arguments = parser.parse_args(argv)
     if getattr(arguments, "max_candidates", 1) is None and getattr(arguments, "budget_steps", 1) is None:
         parser.error("set --max-candidates or --budget-steps")

@@ -17,6 +17,7 @@ get the same hash, so the search trains only one of them.
 """
 
 import hashlib
+import random
 
 import numpy as np
 
@@ -93,3 +94,37 @@ def functional_hash(graph, seed=0):
         digest.update(np.where(mantissa == 0, 0, exponent).astype(np.int64).tobytes())
         digest.update(np.isnan(y).tobytes() + np.isposinf(y).tobytes() + np.isneginf(y).tobytes())
     return digest.hexdigest()[:16]
+
+
+def reads_input(graph):
+    """Whether the output of `graph` is connected to the input node `x` (node 0)."""
+    connected = {0}
+    for offset, node in enumerate(graph.nodes):
+        if connected.intersection(node.inputs):
+            connected.add(space.NUM_INITIAL + offset)
+    return space.NUM_INITIAL + len(graph.nodes) - 1 in connected
+
+
+def random_graph_statistics(samples, seed=0, ops=None):
+    """What uniform random generation produces (the paper's sparse space, measured).
+
+    Returns the fraction of `samples` random genomes whose canonical graph
+    reads the input, of those that are also numerically finite and differ
+    between samples (so they reach the stress test), and the mean number
+    of ops of the canonical graphs.
+    """
+    from evonorm_tf.search import rejection  # imports Keras; only needed here
+
+    rng = random.Random(seed)
+    reads = passes_cheap_checks = ops_total = 0
+    for _ in range(samples):
+        graph = random_genome(rng, ops).to_graph()
+        ops_total += len(graph.nodes)
+        if not reads_input(graph):
+            continue
+        reads += 1
+        if rejection.numerically_finite(graph) and rejection.depends_on_sample(graph):
+            passes_cheap_checks += 1
+    return {"samples": samples, "reads_input": reads / samples,
+            "reads_input_and_finite_and_per_sample": passes_cheap_checks / samples,
+            "mean_ops": ops_total / samples}

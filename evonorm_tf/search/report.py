@@ -1,8 +1,12 @@
 """Outputs of a search: leaderboard, Pareto front, rejection counts, progress plot, re-ranking."""
 
 import collections
+import concurrent.futures
 import csv
+import functools
+import multiprocessing
 import os
+import statistics
 
 from evonorm_tf.search import evolution, proxy, store
 
@@ -15,6 +19,23 @@ def evaluated(records):
 def mean_score(record):
     scores = record.get("scores")
     return sum(scores) / len(scores) if scores else None
+
+
+def first_candidates(records, count):
+    """Records (in proposal order) up to the `count`-th evaluated candidate; all if `count` is None.
+
+    Compares searches at an equal candidate budget when one of them ran longer.
+    """
+    if count is None:
+        return list(records)
+    kept, seen = [], 0
+    for record in sorted(records, key=lambda record: record["proposal_id"]):
+        if not record.get("duplicate"):
+            if seen == count:
+                break
+            seen += 1
+        kept.append(record)
+    return kept
 
 
 def rejection_counts(records):
@@ -75,10 +96,13 @@ def _write_csv(path, rows):
     os.replace(temporary, path)
 
 
-def write_outputs(directory):
-    """Writes leaderboard.csv/.json, pareto_front.json and summary.json for one search."""
+def write_outputs(directory, first=None):
+    """Writes leaderboard.csv/.json, pareto_front.json and summary.json for one search.
+
+    `first`: only the first `first` evaluated candidates (see `first_candidates`).
+    """
     config = store.read_json(os.path.join(directory, "config.json"))
-    records = store.Store(directory).load()
+    records = first_candidates(store.Store(directory).load(), first)
     anchors = config["anchors"]
     rows = leaderboard(records, anchors)
     _write_csv(os.path.join(directory, "leaderboard.csv"), rows)
@@ -92,14 +116,18 @@ def write_outputs(directory):
         "rejections": counts,
         "rejection_rate": 1.0 - counts.get("accepted", 0) / max(1, counts["total"]),
         "compute_steps": sum(record.get("cost", 0) for record in records),
+        "seconds": round(sum(record.get("seconds") or 0.0 for record in evaluated(records)), 1),
         "best": rows[0] if rows and rows[0]["mean_accuracy"] is not None else None,
     }
     store.write_json_atomic(os.path.join(directory, "summary.json"), summary)
     return summary
 
 
-def plot_progress(directories, path, labels=None):
-    """Best mean accuracy vs compute (left) and vs candidates evaluated (right), one line per search."""
+def plot_progress(directories, path, labels=None, first=None, title=None):
+    """Best mean accuracy vs compute (left) and vs candidates evaluated (right), one line per search.
+
+    `first`: plot only the first `first` evaluated candidates of each search.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +135,7 @@ def plot_progress(directories, path, labels=None):
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for index, directory in enumerate(directories):
-        records = store.Store(directory).load()
+        records = first_candidates(store.Store(directory).load(), first)
         label = labels[index] if labels else os.path.basename(os.path.normpath(directory))
         for axis, by in zip(axes, ("cost", "count")):
             xs, ys = best_so_far(records, by)
@@ -119,6 +147,8 @@ def plot_progress(directories, path, labels=None):
         axis.set_ylabel("best mean accuracy over anchors (0: none accepted)")
         axis.grid(alpha=0.3)
         axis.legend()
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
     temporary = path + ".partial.png"
     figure.savefig(temporary, dpi=110)
@@ -126,34 +156,69 @@ def plot_progress(directories, path, labels=None):
     os.replace(temporary, path)
 
 
-def rerank(names, config, steps, seeds=(0,), progress=print):
+def _rerank_job(name, anchor, seed, data_spec, train_spec, width):
+    data = _rerank_data(*data_spec)
+    return proxy.train_anchor(name, anchor, data, proxy.TrainConfig(**train_spec), width, seed)
+
+
+@functools.lru_cache(maxsize=1)
+def _rerank_data(name, data_dir, seed, num_train, num_test, image_size, noise):
+    return proxy.load_data(name, data_dir, seed=seed, num_train=num_train, num_test=num_test,
+                           image_size=image_size, noise=noise)
+
+
+def rerank(names, config, steps, seeds=(0,), progress=print, workers=0):
     """Trains each norm-act `name` on every anchor for `steps` steps per seed.
 
-    Returns rows `{name, anchor accuracies (mean over seeds), mean_accuracy}`
-    sorted by mean accuracy; used to re-rank the best searched layers against
-    BN-ReLU and the EvoNorms with a longer schedule than the search's.
+    The data are a fresh draw of the search's proxy (`seed = 10,000 + search
+    seed`: new texture images, or a new train/held-out split of digits), so
+    the layers are not scored on the images that selected them. `workers > 0`
+    trains the (name, anchor, seed) runs in a spawn process pool, one
+    TensorFlow thread each (the search's `evolution.Executor`).
+
+    Returns rows sorted by mean accuracy: `{name, <anchor>: mean over seeds,
+    <anchor>_sd, mean_accuracy: mean over seeds of the anchor mean,
+    mean_accuracy_sd: its standard deviation over seeds (0 for one seed),
+    seeds, per_seed: [anchor mean per seed]}`.
     """
-    data = proxy.load_data(config.data, config.data_dir, seed=10_000 + config.seed,
-                           **({"num_train": config.num_train, "num_test": config.num_test,
-                               "image_size": config.image_size, "noise": config.noise}
-                              if config.data == "textures" else {"num_train": config.num_train}))
-    train_config = proxy.TrainConfig(steps=steps, batch_size=config.batch_size,
-                                     optimizer=config.optimizer, learning_rate=config.learning_rate)
+    data_spec = (config.data, config.data_dir, 10_000 + config.seed, config.num_train,
+                 config.num_test, config.image_size, config.noise)
+    train_spec = {"steps": steps, "batch_size": config.batch_size, "optimizer": config.optimizer,
+                  "learning_rate": config.learning_rate}
+    jobs = [(name, anchor, seed) for name in names for anchor in config.anchors for seed in seeds]
+    if workers > 0:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=evolution._init_worker)
+        with pool:
+            futures = {job: pool.submit(_rerank_job, *job, data_spec, train_spec, config.width)
+                       for job in jobs}
+            accuracy = {job: future.result() for job, future in futures.items()}
+    else:
+        accuracy = {job: _rerank_job(*job, data_spec, train_spec, config.width) for job in jobs}
     rows = []
     for name in names:
         row = {"name": name}
         for anchor in config.anchors:
-            accuracies = [proxy.train_anchor(name, anchor, data, train_config, config.width, seed)
-                          for seed in seeds]
-            row[anchor] = sum(accuracies) / len(accuracies)
-        row["mean_accuracy"] = sum(row[a] for a in config.anchors) / len(config.anchors)
-        progress(f"rerank {name}: {row['mean_accuracy']:.4f}")
+            values = [accuracy[name, anchor, seed] for seed in seeds]
+            row[anchor] = statistics.mean(values)
+            row[anchor + "_sd"] = _sd(values)
+        per_seed = [statistics.mean(accuracy[name, a, seed] for a in config.anchors) for seed in seeds]
+        row.update(mean_accuracy=statistics.mean(per_seed), mean_accuracy_sd=_sd(per_seed),
+                   seeds=len(seeds), per_seed=per_seed)
+        progress(f"rerank {name}: {row['mean_accuracy']:.4f} ± {row['mean_accuracy_sd']:.4f}")
         rows.append(row)
     rows.sort(key=lambda row: -row["mean_accuracy"])
     return rows
 
 
+def _sd(values):
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def write_rerank(rows, directory):
     os.makedirs(directory, exist_ok=True)
-    _write_csv(os.path.join(directory, "rerank.csv"), rows)
+    flat = [{key: (" ".join(f"{v:.4f}" for v in value) if isinstance(value, list) else value)
+             for key, value in row.items()} for row in rows]
+    _write_csv(os.path.join(directory, "rerank.csv"), flat)
     store.write_json_atomic(os.path.join(directory, "rerank.json"), rows)
