@@ -8,7 +8,8 @@ A feature network is any callable `images → (features, logits)`. Two are
 provided: `inception_v3_network(weights_path)` (tf_keras's InceptionV3 with
 user-supplied weights; its 2048-d average pool is FID's "pool_3" and its
 logits give IS — no Inception weights ship with any installable package, see
-docs/biggan.md) and `digits_feature_network()`, a small convnet trained
+docs/biggan.md), `keras_model_network(model_or_path, feature_layer)` (any
+tf_keras model) and `digits_feature_network()`, a small convnet trained
 here on scikit-learn's digits (a monitoring metric for the digits demo,
 not comparable with published FIDs).
 
@@ -33,6 +34,7 @@ __all__ = [
     "gaussian_statistics",
     "inception_score",
     "inception_v3_network",
+    "keras_model_network",
 ]
 
 
@@ -112,6 +114,44 @@ def inception_v3_network(weights_path, classes=1008, input_size=299):
     def network(images):
         images = tf.image.resize(tf.cast(images, tf.float32), (input_size, input_size))
         return both(images, training=False)  # InceptionV3 expects [-1, 1] inputs
+
+    network.model = both
+    return network
+
+
+def keras_model_network(model_or_path, feature_layer):
+    """Any tf_keras model as an `images in [-1, 1] → (features, logits)` callable.
+
+    Args:
+      model_or_path: a `tf_keras.Model` or the path of one saved with
+        `model.save` (`.keras` or `.h5`); loaded without compiling.
+      feature_layer: name of the layer whose output is the FID feature
+        (flattened to `[N, D]`); the model's output is the IS logits.
+
+    Images are resized bilinearly to the model's input size and converted
+    between grey and RGB to its input channels; they are passed in [-1, 1].
+    """
+    model = model_or_path
+    if not isinstance(model, tf_keras.Model):
+        if not os.path.exists(str(model_or_path)):
+            raise FileNotFoundError(f"feature network model not found: {model_or_path!r}")
+        model = tf_keras.models.load_model(str(model_or_path), compile=False)
+    names = [layer.name for layer in model.layers]
+    if feature_layer not in names:
+        raise ValueError(f"feature_layer {feature_layer!r} is not a layer of {model.name!r}; "
+                         f"layers: {', '.join(names)}")
+    both = tf_keras.Model(model.inputs, [model.get_layer(feature_layer).output, model.output])
+    height, width, channels = model.input_shape[1:4]
+
+    def network(images):
+        images = tf.cast(images, tf.float32)
+        if images.shape[-1] != channels:
+            images = (tf.reduce_mean(images, axis=-1, keepdims=True) if channels == 1
+                      else tf.repeat(images[..., :1], channels, axis=-1))
+        if height is not None and tuple(images.shape[1:3]) != (height, width):
+            images = tf.image.resize(images, (height, width))
+        features, logits = both(images, training=False)
+        return tf.reshape(features, [tf.shape(features)[0], -1]), logits
 
     network.model = both
     return network

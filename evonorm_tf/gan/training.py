@@ -10,6 +10,15 @@ G step; EMA decay 0.9999 (Brock, Donahue, Simonyan 2019, arXiv:1809.11096).
 Each D step uses its own slice of the real batch and fresh fakes; generator
 labels are drawn uniformly. Random numbers are stateless, seeded by
 (seed, step), so a step is reproducible and compiles under XLA.
+
+Under a `tf.distribute` strategy run `replica_step` inside `strategy.run` and
+`finish_step` (EMA, step counter) in cross-replica context; `train_step` is
+both, for one device. Each replica's losses are divided by the number of
+replicas, so the all-reduced (summed) gradients are those of the loss
+averaged over the global batch, and each replica draws its own slice of the
+global batch of latents: N replicas take the same step as one device on the
+concatenated batch (up to float32 round-off; batch statistics, as in BN,
+are per replica unless synchronized).
 """
 
 import tensorflow as tf
@@ -18,6 +27,14 @@ import tf_keras
 from evonorm_tf.gan import losses
 
 __all__ = ["GANTrainer"]
+
+
+def _replica():
+    """(replicas in sync, this replica's id); (1, 0) outside `strategy.run`."""
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return 1, 0
+    return context.num_replicas_in_sync, context.replica_id_in_sync_group
 
 
 class GANTrainer(tf.Module):
@@ -80,18 +97,40 @@ class GANTrainer(tf.Module):
             discriminator_optimizer=self.discriminator_optimizer, step=self.step)
 
     def _latents(self, batch, salt):
+        """This replica's `batch` rows of the global batch of latents and labels."""
+        replicas, replica_id = _replica()
         seed = tf.stack([tf.cast(self.seed, tf.int64) * 1000 + salt, self.step])
-        z = tf.random.stateless_normal((batch, self.generator.z_dim), seed)
+        z = tf.random.stateless_normal((batch * replicas, self.generator.z_dim), seed)
         labels = tf.random.stateless_uniform(
-            (batch,), seed + 1, minval=0, maxval=self.generator.num_classes, dtype=tf.int32)
-        return z, labels
+            (batch * replicas,), seed + 1, minval=0, maxval=self.generator.num_classes,
+            dtype=tf.int32)
+        if replicas == 1:
+            return z, labels
+        return z[replica_id * batch:(replica_id + 1) * batch], labels[
+            replica_id * batch:(replica_id + 1) * batch]
 
     def train_step(self, images, labels):
-        """`discriminator_steps` D updates then one G update and the EMA update.
+        """`discriminator_steps` D updates then one G update and the EMA update (one device).
 
         Returns a dict of float32 scalars: `discriminator_loss` (last D step),
         `generator_loss`, `real_logits`, `fake_logits` (means).
         """
+        metrics = self.replica_step(images, labels)
+        self.finish_step()
+        return metrics
+
+    def finish_step(self):
+        """The EMA update and the step increment (cross-replica context under a strategy)."""
+        self._update_ema()
+        self.step.assign_add(1)
+
+    def replica_step(self, images, labels):
+        """The D and G updates of one replica: `images` `[discriminator_steps · B, ...]`.
+
+        Gradients are of the loss over the global batch (`B` × replicas);
+        returns this replica's metrics (see `train_step`).
+        """
+        scale = 1.0 / _replica()[0]
         batch = images.shape[0] // self.discriminator_steps
         if batch * self.discriminator_steps != images.shape[0]:
             raise ValueError(f"batch {images.shape[0]} is not a multiple of "
@@ -105,18 +144,19 @@ class GANTrainer(tf.Module):
                 real_logits = self.discriminator((real, real_labels), training=True)
                 fake_logits = self.discriminator((fake, fake_labels), training=True)
                 d_loss = losses.discriminator_hinge_loss(real_logits, fake_logits)
+                scaled_loss = d_loss * scale
             variables = self.discriminator.trainable_variables
             self.discriminator_optimizer.apply_gradients(
-                zip(tape.gradient(d_loss, variables), variables))
+                zip(tape.gradient(scaled_loss, variables), variables))
         z, fake_labels = self._latents(batch, self.discriminator_steps)
         with tf.GradientTape() as tape:
             fake = self.generator((z, fake_labels), training=True)
             g_loss = losses.generator_hinge_loss(
                 self.discriminator((fake, fake_labels), training=True))
+            scaled_loss = g_loss * scale
         variables = self.generator.trainable_variables
-        self.generator_optimizer.apply_gradients(zip(tape.gradient(g_loss, variables), variables))
-        self._update_ema()
-        self.step.assign_add(1)
+        self.generator_optimizer.apply_gradients(
+            zip(tape.gradient(scaled_loss, variables), variables))
         return {"discriminator_loss": d_loss, "generator_loss": g_loss,
                 "real_logits": tf.reduce_mean(real_logits),
                 "fake_logits": tf.reduce_mean(fake_logits)}
