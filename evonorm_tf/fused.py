@@ -6,25 +6,25 @@ here (set `evonorm_tf.fused.ENABLED = False` to time or debug the plain
 graphs). What makes them fast on CPU (each point measured, see
 `bench/layers.py`):
 
-1. **Statistics in one read of x, fused.** The forward pass sums `d = x − x₀`
-   and `d²` per (sample, channel), the subtraction and square computed inside
-   the reduction: XLA on CPU only fuses elementwise work into a reduction over
-   at most 32 positions (a longer one is rewritten into a windowed reduction
-   that takes its input from memory), so the spatial positions are summed in
-   blocks of up to `_BLOCK` and the partial sums added by a small matmul
-   (`_spatial_sum`). `x₀`, the first spatial element of each (sample,
-   channel), keeps `Σd² − (Σd)²/S` free of cancellation when |mean| >> std.
-   Group and batch statistics are exact (Chan et al.) combinations of the
-   per-channel ones, so the B-series get their batch variance without
-   another pass. Second moments (B1, B2 at inference, S2) are one sum of x².
-2. **A backward pass that writes few terms.** XLA on CPU emits a reduction
-   fused with non-trivial elementwise work (division, max, sigmoid) as
-   scalar code, several times slower than a vectorised elementwise pass that
-   writes the summands plus a sum over them. So the backward pass writes
-   only the x-sized terms its sums need (B0 3, B1 2, B2 3, S0 2, S1 and S2 1)
-   in one kernel, sums them and dy with per-sample `ones @ t` matmuls, and
-   writes dx in one more kernel. It reuses the forward statistics; nothing
-   x-sized is saved but x.
+1. **Sums fused into short blocks, never written at x's size.** Every
+   per-(sample, channel) sum (the statistics of the forward pass, and those
+   of dy and the gradient terms in the backward pass) comes from one kernel
+   that reads x (and dy) once and writes only partial sums over blocks of
+   `_BLOCK` = 8 spatial positions, all terms stacked into one reduction so
+   their shared work runs once per element (`_block_sums`); TensorFlow's
+   matmul adds the partials (`_sums`). On CPU, writing an x-sized tensor
+   costs several times reading one (fresh pages, write-allocate), and XLA
+   emits a reduction fused with more than a few operations per element as
+   scalar code unless its blocks are short: over 32 positions the same
+   kernels ran 2–3× slower. `x₀`, the first spatial element of each
+   (sample, channel), keeps `Σd² − (Σd)²/S` (d = x − x₀) free of
+   cancellation when |mean| >> std. Group and batch statistics are exact
+   (Chan et al.) combinations of the per-channel ones, so the B-series get
+   their batch variance without another pass. Second moments (B1, B2 at
+   inference, S2) are one sum of x².
+2. **One written pass each way.** The forward pass writes y, the backward
+   pass dx; nothing x-sized is saved but x (the statistics are reused, the
+   cheap elementwise work recomputed).
 3. **Small math outside the x-sized kernels.** The per-(sample, channel)
    and per-group arithmetic between the kernels runs as plain TF ops on
    tiny tensors: inside a kernel XLA fuses it into the elementwise loop and
@@ -82,9 +82,9 @@ def _kernel(function):
     """`function` as XLA-compiled functions, or plain, per `COMPILED`.
 
     The leading arguments of every kernel are Python values (kind,
-    channels_last, ...), the rest tensors. One `tf.function` is kept per configuration and static
-    input shape, so each traces once with static shapes (`_spatial_sum` picks
-    its blocking from them) and none is reported as retracing.
+    channels_last, ...), the rest tensors. One `tf.function` is kept per
+    configuration and static input shape, so each traces once with static
+    shapes and none is reported as retracing.
     """
     compiled = {}
 
@@ -108,22 +108,19 @@ def _kernel(function):
 
 # -- layout -------------------------------------------------------------------------
 # Kernels see x as `[N, R, B, C]` (channels_last) or `[N, C, R, B]`
-# (channels_first): the spatial positions split into R rows of B, where B is
-# the largest divisor of the spatial size up to `_BLOCK` (see `_spatial_sum`).
+# (channels_first): the spatial positions split into R blocks of B, where B is
+# the largest divisor of the spatial size up to `_BLOCK` (see `_block_sums`).
 # Per-(sample, channel) statistics are "stat"-shaped, `[N, 1, 1, C]` /
 # `[N, C, 1, 1]`; per-channel vectors `[1, 1, 1, C]` / `[1, C, 1, 1]`.
 
-#: Spatial sums add blocks of at most this many positions first.
-_BLOCK = 32
+#: Kernels sum blocks of at most this many spatial positions (see `_block_sums`).
+_BLOCK = 8
 
 
 def _block_size(spatial):
     if spatial is None:
         return 1
-    if spatial <= _BLOCK:
-        return spatial
-    block = max(d for d in range(1, _BLOCK + 1) if spatial % d == 0)
-    return block if block >= 4 else 1
+    return max(d for d in range(1, min(spatial, _BLOCK) + 1) if spatial % d == 0)
 
 
 def _blocked(x, data_format):
@@ -153,26 +150,6 @@ def _vector(v, channels_last):
     return tf.reshape(v, [1, 1, 1, -1] if channels_last else [1, -1, 1, 1])
 
 
-def _spatial_sum(t, channels_last):
-    """Per-(sample, channel) sum over the spatial axes of a 4-D view, stat-shaped.
-
-    Two stages, because XLA on CPU rewrites a long reduction into a windowed
-    one that it cannot fuse with the elementwise work producing its input
-    (which would then be written to memory and read back): the sum over each
-    block of B ≤ `_BLOCK` positions is fused into the pass computing `t`, and
-    the R partial sums are added by a small matmul, which XLA does not merge
-    back into the reduction. (Without a divisor of at least 4, B = 1 and the
-    matmul sums t itself.)
-    """
-    partial = tf.reduce_sum(t, axis=2 if channels_last else 3)  # [N, R, C] or [N, C, R]
-    shape = tf.shape(partial)
-    if channels_last:
-        ones = tf.ones(tf.stack([shape[0], 1, shape[1]]), t.dtype)
-        return tf.expand_dims(tf.linalg.matmul(ones, partial), 2)
-    ones = tf.ones(tf.stack([shape[0], shape[2], 1]), t.dtype)
-    return tf.expand_dims(tf.linalg.matmul(partial, ones), 3)
-
-
 def _channel_sum(stat):
     """Sum of a stat-shaped tensor over the batch, as a `[C]` vector."""
     return tf.reshape(tf.reduce_sum(stat, axis=0), [-1])
@@ -196,21 +173,21 @@ def _from_groups(grouped, like):
 # -- statistics ---------------------------------------------------------------------
 
 
-def channel_moments(x4, channels_last):
-    """Per-(sample, channel) moments about a shift, stat-shaped.
+def _first(x4, channels_last):
+    """The first spatial element of each (sample, channel), stat-shaped."""
+    return x4[:, :1, :1, :] if channels_last else x4[:, :, :1, :1]
 
-    Returns `(shift, mean_delta, m2)`: the mean is `shift + mean_delta` and
-    `m2 = Σ(x − mean)²`. Keeping the mean as a shift (a sample of the data)
-    plus a small delta lets later steps form `x − mean` as
-    `(x − shift) − mean_delta` without losing digits when |mean| >> std.
+
+def _shifted_moments(sum_d, sum_d2, count):
+    """`(mean_delta, m2)` from the sums of d = x − shift and of d², stat-shaped.
+
+    The mean is `shift + mean_delta` and `m2 = Σ(x − mean)²`. Keeping the mean
+    as a shift (a sample of the data) plus a small delta lets later steps
+    form `x − mean` as `(x − shift) − mean_delta` without losing digits when
+    |mean| >> std.
     """
-    shift = x4[:, :1, :1, :] if channels_last else x4[:, :, :1, :1]
-    d = x4 - shift
-    sum_d = _spatial_sum(d, channels_last)
-    sum_d2 = _spatial_sum(d * d, channels_last)
-    mean_delta = sum_d / _spatial_count(x4, channels_last)
-    m2 = tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
-    return shift, mean_delta, m2
+    mean_delta = sum_d / count
+    return mean_delta, tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
 
 
 def combine_groups(shift, mean_delta, m2, count, groups):
@@ -253,9 +230,8 @@ def _right_branch(kind, x4, v, instance):
     return instance - x4
 
 
-@_kernel
 def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance):
-    """y and what the backward pass needs, in one pass over x (plus the statistics').
+    """y and what the backward pass needs: a statistics kernel, then one pass writing y.
 
     Returns `(y4, variance [C], instance, batch_std, origin, instance_offset,
     batch_offset)`: dx's centred terms are `(x − origin) − offset` (see
@@ -264,7 +240,8 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     count = _spatial_count(x4, channels_last)
     training = given_variance is None
     if kind == "b0" or training:
-        shift, mean_delta, m2 = channel_moments(x4, channels_last)
+        shift = _first(x4, channels_last)
+        mean_delta, m2 = _shifted_moments(*_sums(channels_last, _moment_partials(channels_last, x4, shift)), count)
         origin = shift
     if kind == "b0":
         instance = tf.sqrt(m2 / count + epsilon)
@@ -273,7 +250,7 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
         instance = tf.sqrt(m2 / count + tf.square(shift + mean_delta) + epsilon)
         instance_offset = -origin  # x = (x − x₀) + x₀
     else:
-        instance = tf.sqrt(_spatial_sum(x4 * x4, channels_last) / count + epsilon)
+        instance = tf.sqrt(_sums(channels_last, _moment_partials(channels_last, x4, None))[0] / count + epsilon)
         origin = tf.zeros_like(instance)
         instance_offset = origin
     if training:
@@ -283,14 +260,19 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
         variance = _vector(given_variance, channels_last)
         batch_offset = tf.zeros_like(variance)
     batch_std = tf.sqrt(variance + epsilon)
-    den = tf.maximum(batch_std, _right_branch(kind, x4, _vector(v, channels_last), instance))
-    y4 = x4 / den * _vector(gamma, channels_last) + _vector(beta, channels_last)
+    y4 = _b_output(kind, channels_last, x4, gamma, beta, v, instance, batch_std)
     return y4, tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset
 
 
 @_kernel
-def _b_backward_terms(kind, channels_last, x4, dy4, v, instance, batch_std):
-    """The x-sized terms whose spatial sums the B-series gradient needs (besides Σ dy).
+def _b_output(kind, channels_last, x4, gamma, beta, v, instance, batch_std):
+    den = tf.maximum(batch_std, _right_branch(kind, x4, _vector(v, channels_last), instance))
+    return x4 / den * _vector(gamma, channels_last) + _vector(beta, channels_last)
+
+
+@_kernel
+def _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std):
+    """`_block_sums` of dy and the terms the B-series gradient needs.
 
     B0: P, R·P·x/den, R·P/den; B1: P, R·P; B2: P, R·P, R·P/den (P = dy·x/den).
     """
@@ -299,39 +281,53 @@ def _b_backward_terms(kind, channels_last, x4, dy4, v, instance, batch_std):
     p = dy4 * x4 / den
     p_right_den = tf.where(right > batch_std, p / den, 0.0)
     if kind == "b0":
-        return p, p_right_den * x4, p_right_den
+        return _block_sums(channels_last, dy4, p, p_right_den * x4, p_right_den)
     p_right = tf.where(right > batch_std, p, 0.0)
-    return (p, p_right) if kind == "b1" else (p, p_right, p_right_den)
+    return _block_sums(channels_last, dy4, p, p_right, *([] if kind == "b1" else [p_right_den]))
 
 
-#: Largest static batch whose materialised sums are unrolled into per-sample matmuls.
+def _block_sums(channels_last, *terms):
+    """Sums of x-sized terms over each block of B positions, stacked: `[N, R, k, C]` or `[N, k, C, R]`.
+
+    Inside a kernel, for terms that take more than a few operations per
+    element: XLA on CPU vectorises such a fused reduction only over short
+    blocks (`_BLOCK`; over 32 positions it emits scalar code, several
+    times slower), and one reduction of the stacked terms computes their
+    shared work once per element, where a reduction per term would repeat it.
+    The partial sums, 2·k/B of x's size, are finished by `_sums`.
+    """
+    if channels_last:
+        return tf.reduce_sum(tf.stack(terms, axis=3), axis=2)
+    return tf.reduce_sum(tf.stack(terms, axis=1), axis=4)
+
+
+#: Largest static batch whose sums are unrolled into per-sample matmuls.
 _MAX_UNROLLED_BATCH = 256
 
 
-def _sums(channels_last, *terms):
-    """Spatial sums of x-sized tensors already in memory, stat-shaped.
+def _sums(channels_last, partials):
+    """The k per-(sample, channel) sums of `_block_sums` partials, each stat-shaped.
 
     Not a kernel: TensorFlow's own kernels are the fastest here. channels_last
-    sums are `ones[1, S] @ t[n]` per sample (a batched `[N, 1, S] @ [N, S, C]`
+    sums are `ones[1, R] @ t[n]` per sample (a batched `[N, 1, R] @ [N, R, kC]`
     matmul is several times slower on CPU; TF's column reductions slower
     still), channels_first ones are row reductions, which TF does at full
     speed.
     """
-    sums = []
-    for t in terms:
-        if not channels_last:
-            sums.append(tf.reduce_sum(t, axis=(2, 3), keepdims=True))
-            continue
-        shape = tf.shape(t)
-        t3 = tf.reshape(t, [shape[0], -1, shape[3]])
-        batch = t.shape[0]
-        if batch is not None and batch <= _MAX_UNROLLED_BATCH:
-            ones = tf.ones(tf.stack([1, tf.shape(t3)[1]]), t.dtype)
-            total = tf.stack([tf.linalg.matmul(ones, sample) for sample in tf.unstack(t3, axis=0)])
-        else:
-            total = tf.linalg.matmul(tf.ones(tf.stack([shape[0], 1, tf.shape(t3)[1]]), t.dtype), t3)
-        sums.append(tf.expand_dims(total, 2))
-    return sums
+    terms = partials.shape[2 if channels_last else 1]
+    if not channels_last:
+        total = tf.reduce_sum(partials, axis=3)  # [N, k, C]
+        return [total[:, i, :, None, None] for i in range(terms)]
+    shape = tf.shape(partials)
+    rows = tf.reshape(partials, [shape[0], shape[1], -1])  # [N, R, kC]
+    batch = partials.shape[0]
+    if batch is not None and batch <= _MAX_UNROLLED_BATCH:
+        ones = tf.ones(tf.stack([1, shape[1]]), partials.dtype)
+        total = tf.stack([tf.linalg.matmul(ones, sample) for sample in tf.unstack(rows, axis=0)])
+    else:
+        total = tf.linalg.matmul(tf.ones(tf.stack([shape[0], 1, shape[1]]), partials.dtype), rows)
+    total = tf.reshape(total, [shape[0], terms, 1, 1, shape[3]])
+    return [total[:, i] for i in range(terms)]
 
 
 def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma, v, instance, batch_std, origin,
@@ -378,8 +374,7 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
 
 
 def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, *offsets):
-    terms = _b_backward_terms(kind, channels_last, x4, dy4, v, instance, batch_std)
-    sums = _sums(channels_last, dy4, *terms)
+    sums = _sums(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
     count, batch = _spatial_count(x4, channels_last), tf.cast(tf.shape(x4)[0], tf.float32)
     slope, offset, *small = _b_gradient_coefficients(
         kind, channels_last, training, count, batch, gamma, v, instance, batch_std, *offsets, sums)
@@ -428,11 +423,12 @@ def b_series(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
 
 
 @_kernel
-def _moments(centered, channels_last, x4):
-    """`channel_moments` (centered) or the per-(sample, channel) mean of x² as a kernel."""
-    if centered:
-        return channel_moments(x4, channels_last)
-    return (_spatial_sum(x4 * x4, channels_last) / _spatial_count(x4, channels_last),)
+def _moment_partials(channels_last, x4, shift):
+    """`_block_sums` of d = x − shift and d², or of x² when `shift` is None."""
+    if shift is None:
+        return _block_sums(channels_last, x4 * x4)
+    d = x4 - shift
+    return _block_sums(channels_last, d, d * d)
 
 
 @_kernel
@@ -448,11 +444,13 @@ def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
     """
     count = _spatial_count(x4, channels_last)
     if centered:
-        shift, mean_delta, m2 = _moments(True, channels_last, x4)
+        shift = _first(x4, channels_last)
+        mean_delta, m2 = _shifted_moments(*_sums(channels_last, _moment_partials(channels_last, x4, shift)), count)
         reference, group_delta, statistic = combine_groups(shift, mean_delta, m2, count, groups)
         origin, offset = shift, (reference - shift) + group_delta
     else:
-        (second,) = _moments(False, channels_last, x4)
+        (second,) = _sums(channels_last, _moment_partials(channels_last, x4, None))
+        second = second / count
         statistic = _from_groups(tf.reduce_mean(_to_groups(second, groups), axis=2, keepdims=True), second)
         origin = offset = tf.zeros_like(statistic)
     inverse = tf.math.rsqrt(statistic + epsilon)
@@ -461,11 +459,11 @@ def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
 
 
 @_kernel
-def _s_backward_terms(channels_last, with_v, x4, dy4, v):
-    """The x-sized terms whose spatial sums the S-series gradient needs (besides Σ dy): dy·f, dy·x²·σ'."""
+def _s_backward_partials(channels_last, with_v, x4, dy4, v):
+    """`_block_sums` of dy and the terms the S-series gradient needs: dy·f, dy·x²·σ'."""
     s = tf.sigmoid(_vector(v, channels_last) * x4)
     dy_f = dy4 * x4 * s
-    return (dy_f, dy_f * x4 * (1.0 - s)) if with_v else (dy_f,)
+    return _block_sums(channels_last, dy4, dy_f, *([dy_f * x4 * (1.0 - s)] if with_v else []))
 
 
 def _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, inverse, sums):
@@ -490,8 +488,7 @@ def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, origin, offset
 
 
 def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, inverse, origin, offset):
-    terms = _s_backward_terms(channels_last, with_v, x4, dy4, v)
-    sums = _sums(channels_last, dy4, *terms)
+    sums = _sums(channels_last, _s_backward_partials(channels_last, with_v, x4, dy4, v))
     count = _spatial_count(x4, channels_last)
     scale, coefficient, *small = _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, inverse, sums)
     return [_s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, origin, offset)] + small

@@ -332,12 +332,13 @@ def test_layer_training_step_and_moving_variance(name):
 
 
 # -- blocked spatial sums (spatial size above fused._BLOCK) -----------------------------
-# The kernels sum more than 32 spatial positions in blocks: 48 → 2 blocks of 24,
-# 64 → 2 of 32, 37 (prime) → no block, the matmul sums the elements themselves.
+# The kernels sum more than 8 spatial positions in blocks: 48 → 6 blocks of 8,
+# 64 → 8 of 8, 49 → 7 of 7, 37 (prime) → 37 of 1, the matmul sums the elements themselves.
 
 LARGE_SPATIAL = {
     "48_channels_last": ((2, 6, 8, 8), "channels_last"),
     "64_channels_last": ((2, 8, 8, 8), "channels_last"),
+    "49_channels_last": ((2, 7, 7, 8), "channels_last"),
     "37_channels_last": ((2, 37, 8), "channels_last"),
     "48_channels_first": ((2, 8, 6, 8), "channels_first"),
     "37_channels_first": ((2, 8, 37), "channels_first"),
@@ -345,7 +346,8 @@ LARGE_SPATIAL = {
 
 
 BLOCKED_CASES = [(kind, case) for kind in KINDS for case in ("48_channels_last", "37_channels_first")] + [
-    (kind, case) for kind in ("b0", "s0") for case in ("64_channels_last", "37_channels_last", "48_channels_first")]
+    (kind, case) for kind in ("b0", "s0")
+    for case in ("64_channels_last", "49_channels_last", "37_channels_last", "48_channels_first")]
 
 
 @pytest.mark.parametrize("kind,case", BLOCKED_CASES)
@@ -423,3 +425,10 @@ def test_many_shapes_trace_each_kernel_once_without_retracing_warnings(caplog):
                 y = formulas.evonorm_b_training("b0", x, gamma, beta, v)[0] + formulas.evonorm_s0(x, gamma, beta, v, 4)
             tape.gradient(y, x)
     assert not [r for r in caplog.records if "retracing" in r.getMessage()], caplog.text
+
+
+@pytest.mark.parametrize("spatial,block", [(3136, 8), (784, 8), (196, 7), (49, 7), (48, 8), (37, 1), (6, 6), (None, 1)])
+def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, block):
+    """Short blocks are what keeps the fused sums vectorised (see fused._block_sums)."""
+    assert fused._BLOCK == 8
+    assert fused._block_size(spatial) == block
