@@ -13,6 +13,8 @@ optimizer state, inputs of every model built so far; see bench/memory.py). Ratio
 
     python bench/resnet50.py --norms bn_relu,evonorm_b0,evonorm_s0 --batch 8
     python bench/resnet50.py --norms bn_relu,evonorm_b0,evonorm_b0_plain   # with the unfused graphs
+    python bench/resnet50.py --iters 2 --repeats 10   # finer interleaving on a noisy machine
+    python bench/resnet50.py --inter-op 1   # one op at a time (TensorFlow's default runs independent ops side by side)
 """
 
 import argparse
@@ -94,7 +96,11 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--xla", choices=("on", "off"), default="off")
+    parser.add_argument("--inter-op", type=int, default=0,
+                        help="TensorFlow inter-op threads (0: TensorFlow's default, one per core)")
     args = parser.parse_args()
+    if args.inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     norms = [n for n in args.norms.split(",") if n]
     if "bn_relu" not in norms:
         norms.insert(0, "bn_relu")
@@ -102,7 +108,8 @@ def main():
     images = tf.random.normal([args.batch, args.size, args.size, 3], seed=1)
     labels = tf.random.uniform([args.batch], 0, 1000, dtype=tf.int32, seed=2)
     load = os.getloadavg()
-    print(f"# pre-activation ResNet-50, batch {args.batch}, {args.size}², XLA {args.xla}; "
+    print(f"# pre-activation ResNet-50, batch {args.batch}, {args.size}², XLA {args.xla}, "
+          f"inter-op threads {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}; "
           f"{args.repeats}×{args.iters} timed steps per norm; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     steps, times, peaks, losses = {}, {n: [] for n in norms}, {}, {}
     for norm in norms:

@@ -10,13 +10,14 @@ graphs). What makes them fast on CPU (each point measured, see
    per-(sample, channel) sum (the statistics of the forward pass, and those
    of dy and the gradient terms in the backward pass) comes from one kernel
    that reads x (and dy) once and writes only partial sums over blocks of
-   `_BLOCK` = 8 spatial positions, all terms stacked into one reduction so
+   8 (B-series) or 16 (S-series) spatial positions, all terms stacked into one reduction so
    their shared work runs once per element (`_block_sums`); TensorFlow's
    matmul adds the partials (`_sums`). On CPU, writing an x-sized tensor
    costs several times reading one (fresh pages, write-allocate), and XLA
    emits a reduction fused with more than a few operations per element as
    scalar code unless its blocks are short: over 32 positions the same
-   kernels ran 2–3× slower. `x₀`, the first spatial element of each
+   kernels ran 1.5–3× slower. (The B-series' terms, with a division and a
+   max, are fastest over 8, the S-series' over 16.) `x₀`, the first spatial element of each
    (sample, channel), keeps `Σd² − (Σd)²/S` (d = x − x₀) free of
    cancellation when |mean| >> std. Group and batch statistics are exact
    (Chan et al.) combinations of the per-channel ones, so the B-series get
@@ -109,27 +110,29 @@ def _kernel(function):
 # -- layout -------------------------------------------------------------------------
 # Kernels see x as `[N, R, B, C]` (channels_last) or `[N, C, R, B]`
 # (channels_first): the spatial positions split into R blocks of B, where B is
-# the largest divisor of the spatial size up to `_BLOCK` (see `_block_sums`).
+# the largest divisor of the spatial size up to `B_BLOCK` or `S_BLOCK` (see `_block_sums`).
 # Per-(sample, channel) statistics are "stat"-shaped, `[N, 1, 1, C]` /
 # `[N, C, 1, 1]`; per-channel vectors `[1, 1, 1, C]` / `[1, C, 1, 1]`.
 
-#: Kernels sum blocks of at most this many spatial positions (see `_block_sums`).
-_BLOCK = 8
+#: B-series kernels sum blocks of at most this many spatial positions (see `_block_sums`).
+B_BLOCK = 8
+#: The same for the S-series kernels.
+S_BLOCK = 16
 
 
-def _block_size(spatial):
+def _block_size(spatial, limit):
     if spatial is None:
         return 1
-    return max(d for d in range(1, min(spatial, _BLOCK) + 1) if spatial % d == 0)
+    return max(d for d in range(1, min(spatial, limit) + 1) if spatial % d == 0)
 
 
-def _blocked(x, data_format):
-    """x reshaped to the kernels' 4-D view, and whether it is channels_last."""
+def _blocked(x, data_format, limit):
+    """x reshaped to the kernels' 4-D view with blocks of at most `limit`, and whether it is channels_last."""
     channels_last = data_format == "channels_last"
     shape = x.shape.as_list()
     spatial_dims = shape[1:-1] if channels_last else shape[2:]
     spatial = None if None in spatial_dims else _product(spatial_dims)
-    block = _block_size(spatial)
+    block = _block_size(spatial, limit)
     channels = shape[-1] if channels_last else shape[1]
     if channels is None:
         channels = tf.shape(x)[-1] if channels_last else tf.shape(x)[1]
@@ -291,7 +294,7 @@ def _block_sums(channels_last, *terms):
 
     Inside a kernel, for terms that take more than a few operations per
     element: XLA on CPU vectorises such a fused reduction only over short
-    blocks (`_BLOCK`; over 32 positions it emits scalar code, several
+    blocks (`B_BLOCK`, `S_BLOCK`; over 32 positions it emits scalar code, several
     times slower), and one reduction of the stacked terms computes their
     shared work once per element, where a reduction per term would repeat it.
     The partial sums, 2·k/B of x's size, are finished by `_sums`.
@@ -402,7 +405,7 @@ def b_series(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
     @tf.custom_gradient
     def op(*tensors):
         x, gamma, beta, v = tensors[:4]
-        x4, channels_last = _blocked(x, data_format)
+        x4, channels_last = _blocked(x, data_format, B_BLOCK)
         given_variance = None if training else tf.reshape(tensors[4], [-1])
         y4, variance, *saved = _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
 
@@ -507,7 +510,7 @@ def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):
     def op(*tensors):
         x, gamma, beta = tensors[:3]
         v = tensors[3] if with_v else tf.ones_like(gamma)
-        x4, channels_last = _blocked(x, data_format)
+        x4, channels_last = _blocked(x, data_format, S_BLOCK)
         y4, *saved = _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v)
 
         def grad(dy):

@@ -331,9 +331,10 @@ def test_layer_training_step_and_moving_variance(name):
     assert np.all(np.isfinite(dx.numpy())) and np.abs(dx.numpy()).max() > 0
 
 
-# -- blocked spatial sums (spatial size above fused._BLOCK) -----------------------------
-# The kernels sum more than 8 spatial positions in blocks: 48 → 6 blocks of 8,
-# 64 → 8 of 8, 49 → 7 of 7, 37 (prime) → 37 of 1, the matmul sums the elements themselves.
+# -- blocked spatial sums (spatial size above the kernels' block) -----------------------
+# The kernels sum more spatial positions than fused.B_BLOCK (8) or S_BLOCK (16)
+# in blocks: 48 → 6 blocks of 8 or 3 of 16, 64 → 8 of 8 or 4 of 16, 49 → 7 of 7,
+# 37 (prime) → 37 of 1, the matmul sums the elements themselves.
 
 LARGE_SPATIAL = {
     "48_channels_last": ((2, 6, 8, 8), "channels_last"),
@@ -427,8 +428,9 @@ def test_many_shapes_trace_each_kernel_once_without_retracing_warnings(caplog):
     assert not [r for r in caplog.records if "retracing" in r.getMessage()], caplog.text
 
 
-@pytest.mark.parametrize("spatial,block", [(3136, 8), (784, 8), (196, 7), (49, 7), (48, 8), (37, 1), (6, 6), (None, 1)])
-def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, block):
+@pytest.mark.parametrize("spatial,b_block,s_block", [
+    (3136, 8, 16), (784, 8, 16), (196, 7, 14), (49, 7, 7), (48, 8, 16), (37, 1, 1), (6, 6, 6), (None, 1, 1)])
+def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, b_block, s_block):
     """Short blocks are what keeps the fused sums vectorised (see fused._block_sums)."""
-    assert fused._BLOCK == 8
-    assert fused._block_size(spatial) == block
+    assert fused._block_size(spatial, fused.B_BLOCK) == b_block
+    assert fused._block_size(spatial, fused.S_BLOCK) == s_block
