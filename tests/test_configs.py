@@ -169,3 +169,12 @@ def test_model_garden_backbone_factory_builds_efficientnet_from_config():
     b0_layers = [layer for layer in checks.norm_act_layers(backbone) if layer.nonlinearity]
     assert b0_layers and all(isinstance(layer, EvoNormB0) and layer.momentum == 0.8 for layer in b0_layers)
     assert backbone.get_config()["width_scale"] == 0.25
+
+
+@pytest.mark.parametrize("backbone_type", ["evonorm_resnet", "evonorm_efficientnet", "evonorm_spinenet", "nf_resnet"])
+def test_registered_builder_rejects_a_config_of_another_type(backbone_type):
+    """Each registered builder checks `backbone.type` and names the value it received."""
+    builder = backbone_factory.registry.lookup(backbone_factory._REGISTERED_BACKBONE_CLS, backbone_type)
+    other = configs.Backbone(type="resnet")
+    with pytest.raises(ValueError, match=f"expected backbone type '{backbone_type}', received 'resnet'"):
+        builder(tf_keras.layers.InputSpec(shape=[None, 32, 32, 3]), other, None)

@@ -124,6 +124,31 @@ class ExperimentConfig(cfg.ExperimentConfig):
         _check_norm_act_name("task.model.heads_norm_activation.type", model.heads_norm_activation.type)
 
 
+def _from_reference(name, backbone, decoder, restrictions=()):
+    """Model Garden's experiment `name` with our backbone and decoder, trained from scratch.
+
+    The reference's task is copied into our `MaskRCNNTask` (its backbone and
+    decoder dropped: theirs are other config classes), `init_checkpoint` set to
+    None; runtime and trainer are the reference's.
+    """
+    reference = exp_factory.get_exp_config(name)
+    task = MaskRCNNTask()
+    reference_task = reference.task.as_dict()
+    reference_task["model"].pop("backbone")
+    reference_task["model"].pop("decoder")
+    task.override(reference_task, is_strict=True)
+    task.init_checkpoint = None
+    task.model.backbone = backbone
+    task.model.decoder = decoder
+    return ExperimentConfig(
+        runtime=reference.runtime,
+        task=task,
+        trainer=reference.trainer,
+        restrictions=["task.train_data.is_training != None", "task.validation_data.is_training != None",
+                      *restrictions],
+    )
+
+
 @exp_factory.register_config_factory("evonorm_maskrcnn_resnetfpn_coco")
 def evonorm_maskrcnn_resnetfpn_coco() -> cfg.ExperimentConfig:
     """Model Garden's `maskrcnn_resnetfpn_coco` with EvoNorm-B0 everywhere.
@@ -132,25 +157,10 @@ def evonorm_maskrcnn_resnetfpn_coco() -> cfg.ExperimentConfig:
     from scratch (no ImageNet checkpoint: `init_checkpoint` null). Everything
     else (data, 1024² inputs, schedule, optimizer) is Model Garden's recipe.
     """
-    reference = exp_factory.get_exp_config("maskrcnn_resnetfpn_coco")
-    task = MaskRCNNTask()
-    reference_task = reference.task.as_dict()
-    reference_task["model"].pop("backbone")
-    reference_task["model"].pop("decoder")
-    task.override(reference_task, is_strict=True)
-    task.init_checkpoint = None
-    task.model.backbone = Backbone(
-        type="evonorm_resnet", evonorm_resnet=NormActResNet(model_id=50, preactivation=True)
-    )
-    task.model.decoder = Decoder(type="evonorm_fpn")
-    return ExperimentConfig(
-        runtime=reference.runtime,
-        task=task,
-        trainer=reference.trainer,
-        restrictions=[
-            "task.train_data.is_training != None",
-            "task.validation_data.is_training != None",
-        ],
+    return _from_reference(
+        "maskrcnn_resnetfpn_coco",
+        Backbone(type="evonorm_resnet", evonorm_resnet=NormActResNet(model_id=50, preactivation=True)),
+        Decoder(type="evonorm_fpn"),
     )
 
 
@@ -164,34 +174,24 @@ def evonorm_maskrcnn_spinenet_coco() -> cfg.ExperimentConfig:
     replicas, as the recipe's synchronized BN. Everything else (data,
     schedule, optimizer) is Model Garden's recipe.
     """
-    reference = exp_factory.get_exp_config("maskrcnn_spinenet_coco")
-    task = MaskRCNNTask()
-    reference_task = reference.task.as_dict()
-    reference_task["model"].pop("backbone")
-    reference_task["model"].pop("decoder")
-    task.override(reference_task, is_strict=True)
-    task.init_checkpoint = None
-    spinenet = reference.task.model.backbone.spinenet
-    task.model.backbone = Backbone(
-        type="evonorm_spinenet",
-        evonorm_spinenet=NormActSpineNet(
-            model_id=spinenet.model_id,
-            min_level=spinenet.min_level,
-            max_level=spinenet.max_level,
-            stochastic_depth_drop_rate=spinenet.stochastic_depth_drop_rate,
-            norm_activation=NormActivation(type="evonorm_b0", synchronized=True),
+    spinenet = exp_factory.get_exp_config("maskrcnn_spinenet_coco").task.model.backbone.spinenet
+    config = _from_reference(
+        "maskrcnn_spinenet_coco",
+        Backbone(
+            type="evonorm_spinenet",
+            evonorm_spinenet=NormActSpineNet(
+                model_id=spinenet.model_id,
+                min_level=spinenet.min_level,
+                max_level=spinenet.max_level,
+                stochastic_depth_drop_rate=spinenet.stochastic_depth_drop_rate,
+                norm_activation=NormActivation(type="evonorm_b0", synchronized=True),
+            ),
         ),
-    )
-    task.model.decoder = Decoder(type="identity")
-    task.model.heads_norm_activation = NormActivation(type="evonorm_b0", synchronized=True)
-    return ExperimentConfig(
-        runtime=reference.runtime,
-        task=task,
-        trainer=reference.trainer,
+        Decoder(type="identity"),
         restrictions=[
-            "task.train_data.is_training != None",
-            "task.validation_data.is_training != None",
             "task.model.min_level == task.model.backbone.evonorm_spinenet.min_level",
             "task.model.max_level == task.model.backbone.evonorm_spinenet.max_level",
         ],
     )
+    config.task.model.heads_norm_activation = NormActivation(type="evonorm_b0", synchronized=True)
+    return config

@@ -31,12 +31,13 @@ import tensorflow as tf
 import tf_keras
 
 from official.modeling import tf_utils
-from official.vision.modeling.backbones import factory as backbone_factory
+
 from official.vision.modeling.layers import nn_layers
 
 from evonorm_tf import arguments
 from evonorm_tf.modeling import classifier
 from evonorm_tf.modeling import norm_act as norm_act_lib
+from evonorm_tf.modeling.backbones import registration
 
 # One MBConv stage of EfficientNet-B0: repeats, kernel size, stride of the first
 # block, expansion ratio, input and output filters, and whether its output is
@@ -335,22 +336,8 @@ def build_efficientnet(model_id="b0", norm_act="bn_silu", input_shape=None, inpu
     return classifier.classifier_head(backbone, num_classes, kwargs.get("kernel_regularizer"), dropout_rate)
 
 
-@backbone_factory.register_backbone_builder("evonorm_efficientnet")
-def build_efficientnet_backbone(input_specs, backbone_config, norm_activation_config, l2_regularizer=None):
-    """Model Garden builder for `backbone.type: evonorm_efficientnet`.
-
-    Reads `backbone_config.evonorm_efficientnet`
-    (`evonorm_tf.configs.NormActEfficientNet`), including its own
-    `norm_activation`; Model Garden's model-level `norm_activation_config` is
-    not used by this backbone.
-    """
-    del norm_activation_config  # the backbone config carries its own norm-act
-    if backbone_config.type != "evonorm_efficientnet":
-        raise ValueError(
-            f"expected backbone type 'evonorm_efficientnet', received {backbone_config.type!r}"
-        )
-    config = backbone_config.get()
-    data_format = tf_keras.backend.image_data_format()
+def _build_backbone(config, input_specs, data_format, kernel_regularizer):
+    """`NormActEfficientNet` from `backbone.evonorm_efficientnet` (`evonorm_tf.configs.NormActEfficientNet`)."""
     return NormActEfficientNet(
         model_id=config.model_id,
         input_specs=input_specs,
@@ -359,6 +346,9 @@ def build_efficientnet_backbone(input_specs, backbone_config, norm_activation_co
         stochastic_depth_drop_rate=config.stochastic_depth_drop_rate,
         width_scale=config.width_scale,
         depth_scale=config.depth_scale,
-        kernel_regularizer=l2_regularizer,
+        kernel_regularizer=kernel_regularizer,
         data_format=data_format,
     )
+
+
+build_efficientnet_backbone = registration.register_backbone("evonorm_efficientnet", _build_backbone)

@@ -28,13 +28,14 @@ import math
 import tf_keras
 
 from official.modeling import tf_utils
-from official.vision.modeling.backbones import factory as backbone_factory
+
 
 from evonorm_tf import arguments
 from evonorm_tf.modeling import classifier
 from evonorm_tf.modeling.backbones.resnet import ResNetSpec
 from evonorm_tf.modeling.layers.residual import ScaledResidualAdd
 from evonorm_tf.modeling.layers.scaled_ws_conv import ScaledWSConv2D
+from evonorm_tf.modeling.backbones import registration
 
 # Same layout as `RESNET_SPECS`: stem form, block kind, (filters, repeats) per stage.
 NF_RESNET_SPECS = {
@@ -287,17 +288,8 @@ def build_nf_resnet(
     return classifier.classifier_head(backbone, num_classes, kernel_regularizer)
 
 
-@backbone_factory.register_backbone_builder("nf_resnet")
-def build_nf_resnet_backbone(input_specs, backbone_config, norm_activation_config, l2_regularizer=None):
-    """Model Garden builder for `backbone.type: nf_resnet` (`evonorm_tf.configs.NFResNet`).
-
-    The model-level `norm_activation_config` is not used: the network has no
-    activation normalization.
-    """
-    del norm_activation_config
-    if backbone_config.type != "nf_resnet":
-        raise ValueError(f"expected backbone type 'nf_resnet', received {backbone_config.type!r}")
-    config = backbone_config.get()
+def _build_backbone(config, input_specs, data_format, kernel_regularizer):
+    """`NFResNet` from `backbone.nf_resnet` (`evonorm_tf.configs.NFResNet`); it has no activation normalization."""
     return NFResNet(
         model_id=config.model_id,
         input_specs=input_specs,
@@ -305,6 +297,9 @@ def build_nf_resnet_backbone(input_specs, backbone_config, norm_activation_confi
         alpha=config.alpha,
         skip_gain_init=config.skip_gain_init,
         width_multiplier=config.width_multiplier,
-        kernel_regularizer=l2_regularizer,
-        data_format=tf_keras.backend.image_data_format(),
+        kernel_regularizer=kernel_regularizer,
+        data_format=data_format,
     )
+
+
+build_nf_resnet_backbone = registration.register_backbone("nf_resnet", _build_backbone)

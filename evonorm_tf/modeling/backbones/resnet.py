@@ -30,11 +30,12 @@ import collections
 import tf_keras
 
 from official.modeling import tf_utils
-from official.vision.modeling.backbones import factory as backbone_factory
+
 
 from evonorm_tf import arguments
 from evonorm_tf.modeling import classifier
 from evonorm_tf.modeling import norm_act as norm_act_lib
+from evonorm_tf.modeling.backbones import registration
 
 # stem: "imagenet" = 7×7/2 convolution then 3×3/2 max pooling (64 filters);
 #       "cifar" = 3×3/1 convolution with the first stage's filters.
@@ -335,19 +336,8 @@ def build_resnet(
     return classifier.classifier_head(backbone, num_classes, kernel_regularizer)
 
 
-@backbone_factory.register_backbone_builder("evonorm_resnet")
-def build_resnet_backbone(input_specs, backbone_config, norm_activation_config, l2_regularizer=None):
-    """Model Garden builder for `backbone.type: evonorm_resnet`.
-
-    Reads `backbone_config.evonorm_resnet` (`evonorm_tf.configs.NormActResNet`),
-    including its own `norm_activation`; Model Garden's model-level
-    `norm_activation_config` (plain BN options) is not used by this backbone.
-    """
-    del norm_activation_config  # the backbone config carries its own norm-act
-    if backbone_config.type != "evonorm_resnet":
-        raise ValueError(f"expected backbone type 'evonorm_resnet', received {backbone_config.type!r}")
-    config = backbone_config.get()
-    data_format = tf_keras.backend.image_data_format()
+def _build_backbone(config, input_specs, data_format, kernel_regularizer):
+    """`NormActResNet` from `backbone.evonorm_resnet` (`evonorm_tf.configs.NormActResNet`)."""
     return NormActResNet(
         model_id=config.model_id,
         input_specs=input_specs,
@@ -356,6 +346,9 @@ def build_resnet_backbone(input_specs, backbone_config, norm_activation_config, 
         width_multiplier=config.width_multiplier,
         zero_init_residual=config.zero_init_residual,
         activation=config.activation,
-        kernel_regularizer=l2_regularizer,
+        kernel_regularizer=kernel_regularizer,
         data_format=data_format,
     )
+
+
+build_resnet_backbone = registration.register_backbone("evonorm_resnet", _build_backbone)

@@ -32,12 +32,13 @@ import math
 import tf_keras
 
 from official.modeling import tf_utils
-from official.vision.modeling.backbones import factory as backbone_factory
+
 from official.vision.modeling.layers import nn_layers
 
 from evonorm_tf import arguments
 from evonorm_tf.modeling import classifier
 from evonorm_tf.modeling import norm_act as norm_act_lib
+from evonorm_tf.modeling.backbones import registration
 
 # Filters of a block at each level before `filter_scale` (a bottleneck block
 # outputs 4× as many). Level 2 is also the width of the two stem blocks.
@@ -443,19 +444,8 @@ def build_spinenet(model_id="49", norm_act="evonorm_b0", input_shape=None, input
     return NormActSpineNet(model_id, input_specs=input_specs, norm_act=norm_act, **kwargs)
 
 
-@backbone_factory.register_backbone_builder("evonorm_spinenet")
-def build_spinenet_backbone(input_specs, backbone_config, norm_activation_config, l2_regularizer=None):
-    """Model Garden builder for `backbone.type: evonorm_spinenet`.
-
-    Reads `backbone_config.evonorm_spinenet` (`evonorm_tf.configs.NormActSpineNet`),
-    including its own `norm_activation`; Model Garden's model-level
-    `norm_activation_config` (plain BN options) is not used by this backbone.
-    """
-    del norm_activation_config  # the backbone config carries its own norm-act
-    if backbone_config.type != "evonorm_spinenet":
-        raise ValueError(f"expected backbone type 'evonorm_spinenet', received {backbone_config.type!r}")
-    config = backbone_config.get()
-    data_format = tf_keras.backend.image_data_format()
+def _build_backbone(config, input_specs, data_format, kernel_regularizer):
+    """`NormActSpineNet` from `backbone.evonorm_spinenet` (`evonorm_tf.configs.NormActSpineNet`)."""
     return NormActSpineNet(
         model_id=config.model_id,
         input_specs=input_specs,
@@ -465,6 +455,9 @@ def build_spinenet_backbone(input_specs, backbone_config, norm_activation_config
         stochastic_depth_drop_rate=config.stochastic_depth_drop_rate,
         zero_init_residual=config.zero_init_residual,
         activation=config.activation,
-        kernel_regularizer=l2_regularizer,
+        kernel_regularizer=kernel_regularizer,
         data_format=data_format,
     )
+
+
+build_spinenet_backbone = registration.register_backbone("evonorm_spinenet", _build_backbone)

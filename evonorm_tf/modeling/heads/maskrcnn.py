@@ -53,8 +53,10 @@ def build_maskrcnn(input_specs, model_config, l2_regularizer=None):
         config["detection_head"] = _norm_act_head(NormActDetectionHead, detection_heads, make_norm_act)
     if config["mask_head"] is not None:
         config["mask_head"] = _norm_act_head(NormActMaskHead, config["mask_head"], make_norm_act)
-    # Build the RPN head on the decoder features, as Model Garden's builder does.
-    features = config["backbone"](tf_keras.Input(input_specs.shape[1:]))
+    # Build the RPN head on the decoder's features, as Model Garden's builder
+    # does, from their shapes (tracing the backbone and decoder again costs
+    # seconds). With an identity decoder (None) the model builds it on first call.
     if config["decoder"] is not None:
-        config["rpn_head"](config["decoder"](features))
+        specs = config["decoder"].output_specs
+        config["rpn_head"]({level: tf_keras.Input(shape[1:]) for level, shape in specs.items()})
     return maskrcnn_model.MaskRCNNModel(**config)
