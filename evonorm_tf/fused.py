@@ -181,16 +181,77 @@ def _first(x4, channels_last):
     return x4[:, :1, :1, :] if channels_last else x4[:, :, :1, :1]
 
 
-def _shifted_moments(sum_d, sum_d2, count):
-    """`(mean_delta, m2)` from the sums of d = x − shift and of d², stat-shaped.
+def _block_sums(channels_last, *terms):
+    """Sums of x-sized terms over each block of B positions, stacked: `[N, R, k, C]` or `[N, k, C, R]`.
 
-    The mean is `shift + mean_delta` and `m2 = Σ(x − mean)²`. Keeping the mean
-    as a shift (a sample of the data) plus a small delta lets later steps
-    form `x − mean` as `(x − shift) − mean_delta` without losing digits when
-    |mean| >> std.
+    Inside a kernel, for terms that take more than a few operations per
+    element: XLA on CPU vectorises such a fused reduction only over short
+    blocks (`B_BLOCK`, `S_BLOCK`; over 32 positions it emits scalar code, several
+    times slower), and one reduction of the stacked terms computes their
+    shared work once per element, where a reduction per term would repeat it.
+    The partial sums, k/B of x's size, are finished by `_sums`.
     """
-    mean_delta = sum_d / count
-    return mean_delta, tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
+    if channels_last:
+        return tf.reduce_sum(tf.stack(terms, axis=3), axis=2)
+    return tf.reduce_sum(tf.stack(terms, axis=1), axis=4)
+
+
+#: Largest static batch whose sums are unrolled into per-sample matmuls.
+_MAX_UNROLLED_BATCH = 256
+
+
+def _sums(channels_last, partials):
+    """The k per-(sample, channel) sums of `_block_sums` partials, each stat-shaped.
+
+    Not a kernel: TensorFlow's own kernels are the fastest here. channels_last
+    sums are `ones[1, R] @ t[n]` per sample (a batched `[N, 1, R] @ [N, R, kC]`
+    matmul is several times slower on CPU; TF's column reductions slower
+    still), channels_first ones are row reductions, which TF does at full
+    speed.
+    """
+    terms = partials.shape[2 if channels_last else 1]
+    if not channels_last:
+        total = tf.reduce_sum(partials, axis=3)  # [N, k, C]
+        return [total[:, i, :, None, None] for i in range(terms)]
+    shape = tf.shape(partials)
+    rows = tf.reshape(partials, [shape[0], shape[1], -1])  # [N, R, kC]
+    batch = partials.shape[0]
+    if batch is not None and batch <= _MAX_UNROLLED_BATCH:
+        ones = tf.ones(tf.stack([1, shape[1]]), partials.dtype)
+        total = tf.stack([tf.linalg.matmul(ones, sample) for sample in tf.unstack(rows, axis=0)])
+    else:
+        total = tf.linalg.matmul(tf.ones(tf.stack([shape[0], 1, shape[1]]), partials.dtype), rows)
+    total = tf.reshape(total, [shape[0], terms, 1, 1, shape[3]])
+    return [total[:, i] for i in range(terms)]
+
+
+@_kernel
+def _moment_partials(channels_last, x4, shift):
+    """`_block_sums` of d = x − shift and d², or of x² when `shift` is None."""
+    if shift is None:
+        return _block_sums(channels_last, x4 * x4)
+    d = x4 - shift
+    return _block_sums(channels_last, d, d * d)
+
+
+def channel_moments(x4, channels_last):
+    """Per-(sample, channel) moments about a shift, stat-shaped.
+
+    Returns `(shift, mean_delta, m2)`: the mean is `shift + mean_delta` and
+    `m2 = Σ(x − mean)²`. Keeping the mean as a shift (a sample of the data)
+    plus a small delta lets later steps form `x − mean` as
+    `(x − shift) − mean_delta` without losing digits when |mean| >> std.
+    """
+    shift = _first(x4, channels_last)
+    sum_d, sum_d2 = _sums(channels_last, _moment_partials(channels_last, x4, shift))
+    mean_delta = sum_d / _spatial_count(x4, channels_last)
+    return shift, mean_delta, tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
+
+
+def mean_square(x4, channels_last):
+    """Per-(sample, channel) mean of x², stat-shaped."""
+    (sum_x2,) = _sums(channels_last, _moment_partials(channels_last, x4, None))
+    return sum_x2 / _spatial_count(x4, channels_last)
 
 
 def combine_groups(shift, mean_delta, m2, count, groups):
@@ -243,8 +304,7 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     count = _spatial_count(x4, channels_last)
     training = given_variance is None
     if kind == "b0" or training:
-        shift = _first(x4, channels_last)
-        mean_delta, m2 = _shifted_moments(*_sums(channels_last, _moment_partials(channels_last, x4, shift)), count)
+        shift, mean_delta, m2 = channel_moments(x4, channels_last)
         origin = shift
     if kind == "b0":
         instance = tf.sqrt(m2 / count + epsilon)
@@ -253,7 +313,7 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
         instance = tf.sqrt(m2 / count + tf.square(shift + mean_delta) + epsilon)
         instance_offset = -origin  # x = (x − x₀) + x₀
     else:
-        instance = tf.sqrt(_sums(channels_last, _moment_partials(channels_last, x4, None))[0] / count + epsilon)
+        instance = tf.sqrt(mean_square(x4, channels_last) + epsilon)
         origin = tf.zeros_like(instance)
         instance_offset = origin
     if training:
@@ -287,50 +347,6 @@ def _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std):
         return _block_sums(channels_last, dy4, p, p_right_den * x4, p_right_den)
     p_right = tf.where(right > batch_std, p, 0.0)
     return _block_sums(channels_last, dy4, p, p_right, *([] if kind == "b1" else [p_right_den]))
-
-
-def _block_sums(channels_last, *terms):
-    """Sums of x-sized terms over each block of B positions, stacked: `[N, R, k, C]` or `[N, k, C, R]`.
-
-    Inside a kernel, for terms that take more than a few operations per
-    element: XLA on CPU vectorises such a fused reduction only over short
-    blocks (`B_BLOCK`, `S_BLOCK`; over 32 positions it emits scalar code, several
-    times slower), and one reduction of the stacked terms computes their
-    shared work once per element, where a reduction per term would repeat it.
-    The partial sums, 2·k/B of x's size, are finished by `_sums`.
-    """
-    if channels_last:
-        return tf.reduce_sum(tf.stack(terms, axis=3), axis=2)
-    return tf.reduce_sum(tf.stack(terms, axis=1), axis=4)
-
-
-#: Largest static batch whose sums are unrolled into per-sample matmuls.
-_MAX_UNROLLED_BATCH = 256
-
-
-def _sums(channels_last, partials):
-    """The k per-(sample, channel) sums of `_block_sums` partials, each stat-shaped.
-
-    Not a kernel: TensorFlow's own kernels are the fastest here. channels_last
-    sums are `ones[1, R] @ t[n]` per sample (a batched `[N, 1, R] @ [N, R, kC]`
-    matmul is several times slower on CPU; TF's column reductions slower
-    still), channels_first ones are row reductions, which TF does at full
-    speed.
-    """
-    terms = partials.shape[2 if channels_last else 1]
-    if not channels_last:
-        total = tf.reduce_sum(partials, axis=3)  # [N, k, C]
-        return [total[:, i, :, None, None] for i in range(terms)]
-    shape = tf.shape(partials)
-    rows = tf.reshape(partials, [shape[0], shape[1], -1])  # [N, R, kC]
-    batch = partials.shape[0]
-    if batch is not None and batch <= _MAX_UNROLLED_BATCH:
-        ones = tf.ones(tf.stack([1, shape[1]]), partials.dtype)
-        total = tf.stack([tf.linalg.matmul(ones, sample) for sample in tf.unstack(rows, axis=0)])
-    else:
-        total = tf.linalg.matmul(tf.ones(tf.stack([shape[0], 1, shape[1]]), partials.dtype), rows)
-    total = tf.reshape(total, [shape[0], terms, 1, 1, shape[3]])
-    return [total[:, i] for i in range(terms)]
 
 
 def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma, v, instance, batch_std, origin,
@@ -426,15 +442,6 @@ def b_series(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
 
 
 @_kernel
-def _moment_partials(channels_last, x4, shift):
-    """`_block_sums` of d = x − shift and d², or of x² when `shift` is None."""
-    if shift is None:
-        return _block_sums(channels_last, x4 * x4)
-    d = x4 - shift
-    return _block_sums(channels_last, d, d * d)
-
-
-@_kernel
 def _s_output(channels_last, x4, v, scale, beta):
     return x4 * tf.sigmoid(_vector(v, channels_last) * x4) * scale + _vector(beta, channels_last)
 
@@ -447,13 +454,11 @@ def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
     """
     count = _spatial_count(x4, channels_last)
     if centered:
-        shift = _first(x4, channels_last)
-        mean_delta, m2 = _shifted_moments(*_sums(channels_last, _moment_partials(channels_last, x4, shift)), count)
+        shift, mean_delta, m2 = channel_moments(x4, channels_last)
         reference, group_delta, statistic = combine_groups(shift, mean_delta, m2, count, groups)
         origin, offset = shift, (reference - shift) + group_delta
     else:
-        (second,) = _sums(channels_last, _moment_partials(channels_last, x4, None))
-        second = second / count
+        second = mean_square(x4, channels_last)
         statistic = _from_groups(tf.reduce_mean(_to_groups(second, groups), axis=2, keepdims=True), second)
         origin = offset = tf.zeros_like(statistic)
     inverse = tf.math.rsqrt(statistic + epsilon)
