@@ -12,14 +12,14 @@ graphs). What makes them fast on CPU (each point measured, see
    that reads x (and dy) once and writes only partial sums over blocks of
    8 (B-series) or 16 (S-series) spatial positions, all terms stacked into
    one reduction (`_block_sums`); TensorFlow's matmul adds the partials
-   (`_sums`). On CPU, writing an x-sized tensor
-   costs several times reading one (fresh pages, write-allocate), and XLA
-   emits a reduction fused with more than a few operations per element as
-   scalar code unless its blocks are short: over 32 positions the same
-   kernels ran 1.5–3× slower. (The B-series' terms, with a division and a
-   max, are fastest over 8, the S-series' over 16.) `x₀`, the first spatial element of each
-   (sample, channel), keeps `Σd² − (Σd)²/S` (d = x − x₀) free of
-   cancellation when |mean| >> std. Group and batch statistics are exact
+   (`_sums`). On CPU, writing an x-sized tensor costs several times reading
+   one (fresh pages, write-allocate), and XLA emits a reduction fused with
+   more than a few operations per element as scalar code unless its blocks
+   are short: over 32 positions the same kernels ran 1.5–3× slower. (The
+   B-series' terms, with a division and a max, are fastest over 8, the
+   S-series' over 16.) `x₀`, the first spatial element of each (sample,
+   channel), keeps `Σd² − (Σd)²/S` (d = x − x₀) free of cancellation when
+   |mean| >> std. Group and batch statistics are exact
    (Chan et al.) combinations of the per-channel ones, so the B-series get
    their batch variance without another pass. Second moments (B1, B2 at
    inference, S2) are one sum of x².
