@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 # Two logical CPU devices let MirroredStrategy tests run on one physical CPU.
@@ -12,3 +13,17 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPUs for every test of the process.
+
+    Each strategy numbers its collective ops from the same keys, and the
+    process keeps the first group's shapes under them: a second strategy's
+    all-reduce of another shape then fails ("Shape mismatch in the collective
+    instance"). Sharing one strategy keeps the keys unique.
+    """
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, "two logical CPUs are configured above"
+    return tf.distribute.MirroredStrategy(devices)

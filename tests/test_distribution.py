@@ -24,10 +24,8 @@ BATCH_STATISTICS = ("evonorm_b0", "evonorm_b1", "evonorm_b2", "bn_relu")
 
 
 @pytest.fixture(scope="module")
-def strategy():
-    devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
-    assert len(devices) == 2, "tests/conftest.py should provide two logical CPUs"
-    return tf.distribute.MirroredStrategy(devices)
+def strategy(mirrored_strategy):
+    return mirrored_strategy  # tests/conftest.py: one strategy per process
 
 
 def _inputs(seed):

@@ -220,13 +220,7 @@ def test_resume_continues_at_the_saved_step(trained, feature_path, tmp_path):
     assert steps == [3]
 
 
-def _mirrored():
-    devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
-    assert len(devices) == 2, "tests/conftest.py should provide two logical CPUs"
-    return tf.distribute.MirroredStrategy(devices)
-
-
-def test_mirrored_step_equals_one_device_step_on_the_global_batch(feature_path):
+def test_mirrored_step_equals_one_device_step_on_the_global_batch(feature_path, mirrored_strategy):
     """Two replicas == one device on the concatenated batch: weights, EMA and Adam slots.
 
     The generator uses EvoNorm-S0 (per-sample group statistics, no batch
@@ -237,7 +231,7 @@ def test_mirrored_step_equals_one_device_step_on_the_global_batch(feature_path):
     params = tiny_params(feature_path, norm="evonorm_s0")
     task = task_factory.get_task(params.task)
     single = task.build_gan()
-    strategy = _mirrored()
+    strategy = mirrored_strategy
     with strategy.scope():
         orbit_trainer = task.create_trainer(params, train=False, evaluate=False)
     mirrored = orbit_trainer.gan
