@@ -31,7 +31,6 @@ import tensorflow as tf
 import tf_keras
 
 from official.modeling import tf_utils
-
 from official.vision.modeling.layers import nn_layers
 
 from evonorm_tf import arguments

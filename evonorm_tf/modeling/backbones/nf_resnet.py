@@ -29,7 +29,6 @@ import tf_keras
 
 from official.modeling import tf_utils
 
-
 from evonorm_tf import arguments
 from evonorm_tf.modeling import classifier
 from evonorm_tf.modeling.backbones.resnet import ResNetSpec

@@ -31,7 +31,6 @@ import tf_keras
 
 from official.modeling import tf_utils
 
-
 from evonorm_tf import arguments
 from evonorm_tf.modeling import classifier
 from evonorm_tf.modeling import norm_act as norm_act_lib

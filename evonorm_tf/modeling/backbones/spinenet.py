@@ -32,7 +32,6 @@ import math
 import tf_keras
 
 from official.modeling import tf_utils
-
 from official.vision.modeling.layers import nn_layers
 
 from evonorm_tf import arguments
