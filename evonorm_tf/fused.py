@@ -6,31 +6,38 @@ here (set `evonorm_tf.fused.ENABLED = False` to time or debug the plain
 graphs). What makes them fast on CPU (each point measured, see
 `bench/layers.py`):
 
-1. **Sums fused into short blocks, never written at x's size.** Every
+1. **One XLA launch per direction.** The forward pass is one kernel
+   (statistics, their small per-(sample, channel) and per-group arithmetic,
+   and the pass writing y), the backward pass another (the gradient sums,
+   their coefficients, the pass writing dx). In a ResNet-50 train step the
+   launches and the small TensorFlow ops between kernels, each waiting on a
+   thread pool busy with convolutions, cost more than the arithmetic: one
+   launch per direction took EvoNorm-S0's step from 1.13x to 1.08x BN's.
+2. **Sums fused into short blocks, never written at x's size.** Every
    per-(sample, channel) sum (the statistics of the forward pass, and those
-   of dy and the gradient terms in the backward pass) comes from one kernel
-   that reads x (and dy) once and writes only partial sums over blocks of
-   8 (B-series) or 16 (S-series) spatial positions, all terms stacked into
-   one reduction (`_block_sums`); TensorFlow's matmul adds the partials
-   (`_sums`). On CPU, writing an x-sized tensor costs several times reading
-   one (fresh pages, write-allocate), and XLA emits a reduction fused with
-   more than a few operations per element as scalar code unless its blocks
-   are short: over 32 positions the same kernels ran 1.5–3× slower. (The
-   B-series' terms, with a division and a max, are fastest over 8, the
-   S-series' over 16.) `x₀`, the first spatial element of each (sample,
-   channel), keeps `Σd² − (Σd)²/S` (d = x − x₀) free of cancellation when
-   |mean| >> std. Group and batch statistics are exact
-   (Chan et al.) combinations of the per-channel ones, so the B-series get
-   their batch variance without another pass. Second moments (B1, B2 at
-   inference, S2) are one sum of x².
-2. **One written pass each way.** The forward pass writes y, the backward
+   of dy and the gradient terms in the backward pass) is read from x (and
+   dy) once, as partial sums over blocks of 8 (B-series) or 16 (S-series)
+   spatial positions, all terms stacked into one reduction (`_block_sums`),
+   then finished by an addition tree (`_finish`). On CPU, writing an
+   x-sized tensor costs several times reading one (fresh pages,
+   write-allocate), and XLA emits a reduction fused with more than a few
+   operations per element as scalar code unless its blocks are short: over
+   32 positions the same kernels ran 1.5–3× slower. (The B-series' terms,
+   with a division and a max, are fastest over 8, the S-series' over 16.)
+   `x₀`, the first spatial element of each (sample, channel), keeps
+   `Σd² − (Σd)²/S` (d = x − x₀) free of cancellation when |mean| >> std.
+   Group and batch statistics are exact (Chan et al.) combinations of the
+   per-channel ones, so the B-series get their batch variance without
+   another pass. Second moments (B1, B2 at inference, S2) are one sum of x².
+3. **Small math kept out of the x-sized loops.** XLA fuses cheap producers
+   into each consumer and recomputes them there, per element in an x-sized
+   loop. So the finished sums are materialised once (`_materialized`), group
+   repeats are matmuls (`_from_groups`), and the S-series backward pass
+   takes v twice (`_s_backward`).
+4. **One written pass each way.** The forward pass writes y, the backward
    pass dx; nothing x-sized is saved but x (the statistics are reused, the
    cheap elementwise work recomputed).
-3. **Small math outside the x-sized kernels.** The per-(sample, channel)
-   and per-group arithmetic between the kernels runs as plain TF ops on
-   tiny tensors: inside a kernel XLA fuses it into the elementwise loop and
-   recomputes it (group reshapes included) for every element.
-4. **No autodiff copies.** The kernels are `jit_compile=True` functions
+5. **No autodiff copies.** The kernels are `jit_compile=True` functions
    traced once per configuration and shape, their inputs hidden from
    gradient tapes (`tf.stop_gradient`), so TensorFlow does not compile
    variants that also return every intermediate. Inside a compiled model
@@ -169,8 +176,16 @@ def _to_groups(stat, groups):
 
 
 def _from_groups(grouped, like):
-    """Repeats `[N, G, 1]` over each group's channels, shaped like the stat `like`."""
-    return tf.reshape(tf.broadcast_to(grouped, tf.shape(_to_groups(like, tf.shape(grouped)[1]))), tf.shape(like))
+    """Repeats `[N, G, 1]` over each group's channels, shaped like the stat `like`.
+
+    As a matmul with the `[G, C]` group membership matrix (exact: one product
+    per output): XLA fuses a broadcast into the x-sized loop that reads its
+    result and redoes its index arithmetic for every element, but not a matmul.
+    """
+    groups = grouped.shape[1]
+    channels = like.shape[-1] if like.shape[-1] != 1 else like.shape[1]
+    membership = tf.one_hot(tf.range(channels) // (channels // groups), groups, dtype=grouped.dtype)
+    return tf.reshape(tf.linalg.matmul(grouped[:, :, 0], membership, transpose_b=True), tf.shape(like))
 
 
 # -- statistics ---------------------------------------------------------------------
@@ -191,49 +206,65 @@ def _block_sums(channels_last, *terms):
     inputs once (a reduction per term was 1.5× slower). XLA still evaluates
     each output element on its own, so work shared by two terms runs once per
     term (see `_s_backward_partials` for a way round). The partial sums, k/B
-    of x's size, are finished by `_sums`.
+    of x's size, are finished by `_finish`.
     """
     if channels_last:
         return tf.reduce_sum(tf.stack(terms, axis=3), axis=2)
     return tf.reduce_sum(tf.stack(terms, axis=1), axis=4)
 
 
-#: Largest static batch whose sums are unrolled into per-sample matmuls.
-_MAX_UNROLLED_BATCH = 256
+def _tree_sum(rows):
+    """Sum over axis 1 of `[N, R, k, C]` as explicit additions of halves, `[N, 1, k, C]`.
+
+    XLA emits this column reduction as scalar code (and merges it with the
+    block reduction before it into one long, slow reduction); R − 1 slice
+    additions fuse into one loop vectorised over k·C. An odd row is set aside
+    and added at the end (a concatenation inside the loop stops its
+    vectorisation).
+    """
+    if rows.shape[1] is None or not COMPILED:
+        return tf.reduce_sum(rows, axis=1, keepdims=True)
+    leftovers = []
+    while rows.shape[1] > 1:
+        half = rows.shape[1] // 2
+        if rows.shape[1] % 2:
+            leftovers.append(rows[:, 2 * half:])
+        rows = rows[:, :half] + rows[:, half:2 * half]
+    for leftover in leftovers:
+        rows = rows + leftover
+    return rows
 
 
-def _sums(channels_last, partials):
+def _materialized(t):
+    """`t`, bit for bit, computed once: XLA cannot fuse it into its consumers.
+
+    XLA fuses a cheap producer into every consumer and recomputes it there:
+    the sums of `_finish` feed a dozen small statistics, some reduced over the
+    batch, and each would redo the whole addition tree over the partials (B0
+    ran up to 1.8x slower). A matmul is never fused on CPU, so the sums pass
+    through one: their bits as int32 pairs times the 2x2 identity, exact
+    (x·1 + y·0 in integers) whatever the floats are, NaN and inf included.
+    """
+    if not COMPILED or t.shape.num_elements() is None or t.shape.num_elements() % 2:
+        return t
+    bits = tf.reshape(tf.bitcast(t, tf.int32), [-1, 2])
+    bits = tf.linalg.matmul(bits, tf.eye(2, dtype=tf.int32))
+    return tf.reshape(tf.bitcast(bits, t.dtype), tf.shape(t))
+
+
+def _finish(channels_last, partials):
     """The k per-(sample, channel) sums of `_block_sums` partials, each stat-shaped.
 
-    Not a kernel: TensorFlow's own kernels are the fastest here. channels_last
-    sums are `ones[1, R] @ t[n]` per sample (a batched `[N, 1, R] @ [N, R, kC]`
-    matmul is several times slower on CPU; TF's column reductions slower
-    still), channels_first ones are row reductions, which TF does at full
-    speed.
+    Inside the kernel that made the partials, which saves a launch and a dozen
+    TensorFlow ops per sum (in a ResNet-50 step those, not the arithmetic, were
+    most of EvoNorm's extra time). channels_first partials are summed by a row
+    reduction, which XLA vectorises; channels_last ones by `_tree_sum`.
     """
-    terms = partials.shape[2 if channels_last else 1]
     if not channels_last:
-        total = tf.reduce_sum(partials, axis=3)  # [N, k, C]
-        return [total[:, i, :, None, None] for i in range(terms)]
-    shape = tf.shape(partials)
-    rows = tf.reshape(partials, [shape[0], shape[1], -1])  # [N, R, kC]
-    batch = partials.shape[0]
-    if batch is not None and batch <= _MAX_UNROLLED_BATCH:
-        ones = tf.ones(tf.stack([1, shape[1]]), partials.dtype)
-        total = tf.stack([tf.linalg.matmul(ones, sample) for sample in tf.unstack(rows, axis=0)])
-    else:
-        total = tf.linalg.matmul(tf.ones(tf.stack([shape[0], 1, shape[1]]), partials.dtype), rows)
-    total = tf.reshape(total, [shape[0], terms, 1, 1, shape[3]])
-    return [total[:, i] for i in range(terms)]
-
-
-@_kernel
-def _moment_partials(channels_last, x4, shift):
-    """`_block_sums` of d = x − shift and d², or of x² when `shift` is None."""
-    if shift is None:
-        return _block_sums(channels_last, x4 * x4)
-    d = x4 - shift
-    return _block_sums(channels_last, d, d * d)
+        total = _materialized(tf.reduce_sum(partials, axis=3))  # [N, k, C]
+        return [total[:, i, :, None, None] for i in range(partials.shape[1])]
+    total = _materialized(_tree_sum(partials))  # [N, 1, k, C]
+    return [total[:, :, i:i + 1, :] for i in range(partials.shape[2])]
 
 
 def channel_moments(x4, channels_last):
@@ -245,22 +276,23 @@ def channel_moments(x4, channels_last):
     `(x − shift) − mean_delta` without losing digits when |mean| >> std.
     """
     shift = _first(x4, channels_last)
-    sum_d, sum_d2 = _sums(channels_last, _moment_partials(channels_last, x4, shift))
+    d = x4 - shift
+    sum_d, sum_d2 = _finish(channels_last, _block_sums(channels_last, d, d * d))
     mean_delta = sum_d / _spatial_count(x4, channels_last)
     return shift, mean_delta, tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
 
 
 def mean_square(x4, channels_last):
     """Per-(sample, channel) mean of x², stat-shaped."""
-    (sum_x2,) = _sums(channels_last, _moment_partials(channels_last, x4, None))
+    (sum_x2,) = _finish(channels_last, _block_sums(channels_last, x4 * x4))
     return sum_x2 / _spatial_count(x4, channels_last)
 
 
 def combine_groups(shift, mean_delta, m2, count, groups):
     """Group moments over (spatial, C/G) from per-channel ones (Chan et al.).
 
-    Returns `(reference, mean_delta, variance)`, stat-shaped and repeated over
-    each group's channels; the group mean is `reference + mean_delta`.
+    Returns `(reference, mean_delta, variance)` per group, `[N, G, 1]` (see
+    `_from_groups`); the group mean is `reference + mean_delta`.
     """
     shift_g = _to_groups(shift, groups)
     reference = shift_g[:, :, :1]
@@ -269,7 +301,7 @@ def combine_groups(shift, mean_delta, m2, count, groups):
     spread = tf.reduce_mean(tf.square(delta - group_delta), axis=2, keepdims=True)
     m2_mean = tf.reduce_mean(_to_groups(m2, groups), axis=2, keepdims=True)
     variance = m2_mean / count + spread
-    return tuple(_from_groups(t, shift) for t in (reference, group_delta, variance))
+    return reference, group_delta, variance
 
 
 def combine_batch(shift, mean_delta, m2, count):
@@ -296,8 +328,9 @@ def _right_branch(kind, x4, v, instance):
     return instance - x4
 
 
+@_kernel
 def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance):
-    """y and what the backward pass needs: a statistics kernel, then one pass writing y.
+    """y and what the backward pass needs: statistics, then one pass writing y, in one kernel.
 
     Returns `(y4, variance [C], instance, batch_std, origin, instance_offset,
     batch_offset)`: dx's centred terms are `(x − origin) − offset` (see
@@ -329,13 +362,11 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     return y4, tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset
 
 
-@_kernel
 def _b_output(kind, channels_last, x4, gamma, beta, v, instance, batch_std):
     den = tf.maximum(batch_std, _right_branch(kind, x4, _vector(v, channels_last), instance))
     return x4 / den * _vector(gamma, channels_last) + _vector(beta, channels_last)
 
 
-@_kernel
 def _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std):
     """`_block_sums` of dy and the terms the B-series gradient needs.
 
@@ -353,7 +384,7 @@ def _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std):
 
 def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma, v, instance, batch_std, origin,
                              instance_offset, batch_offset, sums):
-    """Per-(sample, channel) coefficients of dx and the small gradients (plain TF, stat-sized).
+    """Per-(sample, channel) coefficients of dx and the small gradients (stat-sized).
 
     Returns `(slope, offset, dγ, dβ, dv, d batch_variance)`, with
     `dx = γ·dy/den·(R ? instance/den : 1) + slope·(x − origin) − offset`.
@@ -386,7 +417,6 @@ def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma,
     return slope, offset, _channel_sum(sum_p), _channel_sum(sum_dy), dv, tf.reshape(dvariance, [-1])
 
 
-@_kernel
 def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slope, origin, offset):
     right = _right_branch(kind, x4, _vector(v, channels_last), instance)
     den = tf.maximum(batch_std, right)
@@ -394,8 +424,10 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
     return direct + slope * (x4 - origin) - offset
 
 
+@_kernel
 def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, *offsets):
-    sums = _sums(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
+    """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx."""
+    sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
     count, batch = _spatial_count(x4, channels_last), tf.cast(tf.shape(x4)[0], tf.float32)
     slope, offset, *small = _b_gradient_coefficients(
         kind, channels_last, training, count, batch, gamma, v, instance, batch_std, *offsets, sums)
@@ -443,32 +475,33 @@ def b_series(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
 # -- S-series -----------------------------------------------------------------------
 
 
-@_kernel
 def _s_output(channels_last, x4, v, scale, beta):
     return x4 * tf.sigmoid(_vector(v, channels_last) * x4) * scale + _vector(beta, channels_last)
 
 
+@_kernel
 def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
     """y and `(inverse, origin, offset)`: ρ⁻¹ per (sample, channel), x − centre = (x − origin) − offset.
 
-    Two kernels with the group statistics between them in plain TF: inside
-    one, XLA would recompute the group reshapes for every element of y.
+    One kernel: statistics, group statistics (per group, repeated over the
+    channels by `_from_groups`), then one pass writing y.
     """
     count = _spatial_count(x4, channels_last)
     if centered:
         shift, mean_delta, m2 = channel_moments(x4, channels_last)
         reference, group_delta, statistic = combine_groups(shift, mean_delta, m2, count, groups)
-        origin, offset = shift, (reference - shift) + group_delta
+        origin = shift
+        offset = (_from_groups(reference, shift) - shift) + _from_groups(group_delta, shift)
     else:
         second = mean_square(x4, channels_last)
-        statistic = _from_groups(tf.reduce_mean(_to_groups(second, groups), axis=2, keepdims=True), second)
-        origin = offset = tf.zeros_like(statistic)
-    inverse = tf.math.rsqrt(statistic + epsilon)
+        statistic = tf.reduce_mean(_to_groups(second, groups), axis=2, keepdims=True)
+        origin = tf.zeros_like(second)
+        offset = origin
+    inverse = _from_groups(tf.math.rsqrt(statistic + epsilon), origin)
     y4 = _s_output(channels_last, x4, v, inverse * _vector(gamma, channels_last), beta)
     return y4, inverse, origin, offset
 
 
-@_kernel
 def _s_backward_partials(channels_last, with_v, x4, dy4, v):
     """`_block_sums` of dy and the terms the S-series gradient needs: dy·f, dy·x²·σ'.
 
@@ -487,31 +520,39 @@ def _s_backward_partials(channels_last, with_v, x4, dy4, v):
 
 
 def _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, inverse, sums):
-    """`(scale, coefficient, dγ, dβ, dv)` of an S-series gradient (plain TF, stat-sized)."""
+    """`(scale, coefficient, dγ, dβ, dv)` of an S-series gradient (stat-sized)."""
     g = _vector(gamma, channels_last)
     sum_dy, sum_f = sums[:2]
     # ∂L/∂stat = ∂L/∂ρ⁻¹ · (−ρ⁻³/2), ∂L/∂ρ⁻¹ summed over each group; ∂stat/∂x = 2(x − centre)/(S·C/G).
-    dinverse = _from_groups(tf.reduce_sum(_to_groups(g * sum_f, groups), axis=2, keepdims=True), sum_f)
+    # Computed per group, then repeated over its channels by `_from_groups`.
+    dinverse = tf.reduce_sum(_to_groups(g * sum_f, groups), axis=2, keepdims=True)
     channels = tf.shape(sum_f)[3 if channels_last else 1]
     per_group = tf.cast(channels // groups, tf.float32) * count
-    coefficient = -dinverse * inverse ** 3 / per_group
+    coefficient = _from_groups(-dinverse * _to_groups(inverse, groups)[:, :, :1] ** 3 / per_group, sum_f)
     scale = inverse * g
     dv = _channel_sum(scale * sums[2]) if with_v else tf.zeros_like(gamma)
     return scale, coefficient, _channel_sum(sum_f * inverse), _channel_sum(sum_dy), dv
 
 
-@_kernel
 def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, origin, offset):
     z = _vector(v, channels_last) * x4
     s = tf.sigmoid(z)
     return dy4 * scale * s * (1.0 + z * (1.0 - s)) + coefficient * ((x4 - origin) - offset)
 
 
-def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, inverse, origin, offset):
-    sums = _sums(channels_last, _s_backward_partials(channels_last, with_v, x4, dy4, v))
+@_kernel
+def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v_for_dx, inverse, origin, offset):
+    """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx.
+
+    `v_for_dx` is `v` again, as a separate input: were both passes to compute
+    σ(v·x) from the same input, XLA would evaluate it once and write it out
+    at x's size for the second pass (one x-sized write and read more, slower
+    than evaluating it twice).
+    """
+    sums = _finish(channels_last, _s_backward_partials(channels_last, with_v, x4, dy4, v))
     count = _spatial_count(x4, channels_last)
     scale, coefficient, *small = _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, inverse, sums)
-    return [_s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, origin, offset)] + small
+    return [_s_backward_dx(channels_last, x4, dy4, v_for_dx, scale, coefficient, origin, offset)] + small
 
 
 def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):
@@ -532,7 +573,7 @@ def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):
 
         def grad(dy):
             dy4 = tf.reshape(dy, tf.shape(x4))
-            dx4, dgamma, dbeta, dv = _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, *saved)
+            dx4, dgamma, dbeta, dv = _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v, *saved)
             return [tf.reshape(dx4, tf.shape(x)), dgamma, dbeta] + ([dv] if with_v else [])
 
         return tf.reshape(y4, tf.shape(x)), grad

@@ -334,7 +334,7 @@ def test_layer_training_step_and_moving_variance(name):
 # -- blocked spatial sums (spatial size above the kernels' block) -----------------------
 # The kernels sum more spatial positions than fused.B_BLOCK (8) or S_BLOCK (16)
 # in blocks: 48 → 6 blocks of 8 or 3 of 16, 64 → 8 of 8 or 4 of 16, 49 → 7 of 7,
-# 37 (prime) → 37 of 1, the matmul sums the elements themselves.
+# 37 (prime) → 37 of 1, the addition tree of fused._finish sums the elements themselves.
 
 LARGE_SPATIAL = {
     "48_channels_last": ((2, 6, 8, 8), "channels_last"),
@@ -434,3 +434,22 @@ def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, b_block, s_b
     """Short blocks are what keeps the fused sums vectorised (see fused._block_sums)."""
     assert fused._block_size(spatial, fused.B_BLOCK) == b_block
     assert fused._block_size(spatial, fused.S_BLOCK) == s_block
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 6, 7, 12, 37])
+def test_tree_sum_adds_every_row_once(rows):
+    """The halving additions of fused._tree_sum, odd rows set aside, against NumPy's sum."""
+    x = np.random.default_rng(rows).normal(size=(2, rows, 3, 4)).astype(np.float32)
+    got = tf.function(fused._tree_sum, jit_compile=True)(tf.constant(x)).numpy()
+    assert got.shape == (2, 1, 3, 4)
+    np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_materialized_keeps_every_bit(size):
+    """The int32 identity matmul that keeps XLA from fusing the sums changes no bit, NaN and inf included."""
+    special = [np.nan, np.inf, -np.inf, -0.0, 1e-45, 3.4e38, 1.0, -2.5]
+    values = np.array(special[:size], np.float32).reshape(1, 1, 1, size)
+    got = tf.function(fused._materialized, jit_compile=True)(tf.constant(values)).numpy()
+    assert got.shape == values.shape
+    assert got.tobytes() == values.tobytes()
