@@ -136,11 +136,16 @@ trainer:
 def test_tiny_train_and_eval_writes_checkpoints_and_coco_ap(tmp_path):
     data_dir = _data(str(tmp_path / "data"), train_images=4, val_images=2, image_size=64)
     model_dir = tmp_path / "model"
-    run = _train(model_dir, _data_yaml(tmp_path / "data.yaml", data_dir, TINY))
+    # Its own file: with the data paths in the same YAML, TINY's train_data
+    # key would replace theirs (YAML keeps the last of two equal keys).
+    tiny_yaml = tmp_path / "tiny.yaml"
+    tiny_yaml.write_text("task:\n" + TINY)
+    run = _train(model_dir, _data_yaml(tmp_path / "data.yaml", data_dir), str(tiny_yaml))
     _assert_checkpoints_and_ap(str(model_dir), steps=[1, 2])
     # pycocotools printed both summaries: box (bbox) and mask (segm).
     assert run.stdout.count("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all") == 2
-    assert os.path.exists(model_dir / "params.yaml")
+    params = (model_dir / "params.yaml").read_text()
+    assert f"{data_dir}/train*" in params and f"{data_dir}/val*" in params
 
 
 @pytest.mark.slow
