@@ -445,11 +445,14 @@ def test_tree_sum_adds_every_row_once(rows):
     np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("size", [48, 40, 12, 6, 7])
 def test_materialized_keeps_every_bit(size):
-    """The int32 identity matmul that keeps XLA from fusing the sums changes no bit, NaN and inf included."""
+    """The int32 identity matmul that keeps XLA from fusing the sums changes no bit, NaN and inf included.
+
+    Sizes divisible by 16, 8, 4 and 2 (the matmul's row widths) and an odd one (no matmul).
+    """
     special = [np.nan, np.inf, -np.inf, -0.0, 1e-45, 3.4e38, 1.0, -2.5]
-    values = np.array(special[:size], np.float32).reshape(1, 1, 1, size)
+    values = np.resize(np.array(special, np.float32), size).reshape(1, 1, 1, size)
     got = tf.function(fused._materialized, jit_compile=True)(tf.constant(values)).numpy()
     assert got.shape == values.shape
     assert got.tobytes() == values.tobytes()
