@@ -1,7 +1,8 @@
 """A classification head on a backbone's last level, for models used outside Model Garden.
 
 Model Garden builds its own head (`ClassificationModel`); these helpers serve
-`build_resnet(..., num_classes=...)` and `build_efficientnet(...)` for direct use.
+`build_resnet(..., num_classes=...)`, `build_nf_resnet` and `build_efficientnet`
+for direct use.
 """
 
 import tf_keras
@@ -42,3 +43,16 @@ def classifier_head(backbone, num_classes, kernel_regularizer=None, dropout_rate
         num_classes, kernel_regularizer=kernel_regularizer, dtype="float32", name="logits"
     )(x)
     return tf_keras.Model(inputs=inputs, outputs=logits, name=f"{backbone.name}_classifier")
+
+
+def backbone_or_classifier(backbone_class, model_id, input_shape=None, input_specs=None, num_classes=None,
+                           dropout_rate=0.0, **kwargs):
+    """`backbone_class(model_id, input_specs=..., **kwargs)`, or a classifier on it when `num_classes` is given.
+
+    `input_shape` (one example's shape) or `input_specs` gives the input;
+    the classifier's dense layer gets the backbone's `kernel_regularizer`.
+    """
+    backbone = backbone_class(model_id, input_specs=input_specs_from(input_specs, input_shape), **kwargs)
+    if num_classes is None:
+        return backbone
+    return classifier_head(backbone, num_classes, kwargs.get("kernel_regularizer"), dropout_rate)

@@ -325,14 +325,11 @@ def build_efficientnet(model_id="b0", norm_act="bn_silu", input_shape=None, inpu
     `dropout_rate` defaults to the model's (`EFFICIENTNET_SCALING`); other
     arguments as `NormActEfficientNet`.
     """
-    backbone = NormActEfficientNet(
-        model_id, input_specs=classifier.input_specs_from(input_specs, input_shape), norm_act=norm_act, **kwargs
-    )
-    if num_classes is None:
-        return backbone
-    if dropout_rate is None:
-        dropout_rate = EFFICIENTNET_SCALING[model_id].dropout_rate
-    return classifier.classifier_head(backbone, num_classes, kwargs.get("kernel_regularizer"), dropout_rate)
+    if num_classes is not None and dropout_rate is None and model_id in EFFICIENTNET_SCALING:
+        dropout_rate = EFFICIENTNET_SCALING[model_id].dropout_rate  # (an unknown model_id: the backbone's error)
+    return classifier.backbone_or_classifier(
+        NormActEfficientNet, model_id, input_shape, input_specs, num_classes, dropout_rate or 0.0,
+        norm_act=norm_act, **kwargs)
 
 
 def _build_backbone(config, input_specs, data_format, kernel_regularizer):

@@ -246,19 +246,7 @@ class NFResNet(tf_keras.Model):
         return cls(**config)
 
 
-def build_nf_resnet(
-    model_id,
-    input_shape=None,
-    input_specs=None,
-    num_classes=None,
-    activation="relu",
-    alpha=0.2,
-    skip_gain_init=0.0,
-    width_multiplier=1.0,
-    kernel_regularizer=None,
-    data_format=None,
-    **kwargs,
-):
+def build_nf_resnet(model_id, input_shape=None, input_specs=None, num_classes=None, **kwargs):
     """An `NFResNet` backbone, or a classifier when `num_classes` is given.
 
         model = build_nf_resnet(20, input_shape=(32, 32, 1), num_classes=10)
@@ -267,24 +255,10 @@ def build_nf_resnet(
       model_id: a depth of `NF_RESNET_SPECS` (20/32/56: CIFAR-style, small inputs).
       input_shape: the shape of one example, e.g. `(32, 32, 1)`; or `input_specs`.
       num_classes: if set, returns a `tf_keras.Model` mapping images to logits.
-      activation, alpha, skip_gain_init, width_multiplier, kernel_regularizer,
-        data_format, **kwargs: as `NFResNet`.
+      **kwargs: as `NFResNet` (activation, alpha, skip_gain_init,
+        width_multiplier, kernel_regularizer, data_format, ...).
     """
-    input_specs = classifier.input_specs_from(input_specs, input_shape)
-    backbone = NFResNet(
-        model_id,
-        input_specs=input_specs,
-        activation=activation,
-        alpha=alpha,
-        skip_gain_init=skip_gain_init,
-        width_multiplier=width_multiplier,
-        kernel_regularizer=kernel_regularizer,
-        data_format=data_format,
-        **kwargs,
-    )
-    if num_classes is None:
-        return backbone
-    return classifier.classifier_head(backbone, num_classes, kernel_regularizer)
+    return classifier.backbone_or_classifier(NFResNet, model_id, input_shape, input_specs, num_classes, **kwargs)
 
 
 def _build_backbone(config, input_specs, data_format, kernel_regularizer):

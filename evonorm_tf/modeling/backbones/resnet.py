@@ -290,19 +290,7 @@ class NormActResNet(tf_keras.Model):
         return cls(**config)
 
 
-def build_resnet(
-    model_id,
-    norm_act="evonorm_b0",
-    input_shape=None,
-    input_specs=None,
-    num_classes=None,
-    preactivation=True,
-    width_multiplier=1.0,
-    norm_act_options=None,
-    kernel_regularizer=None,
-    data_format=None,
-    **kwargs,
-):
+def build_resnet(model_id, norm_act="evonorm_b0", input_shape=None, input_specs=None, num_classes=None, **kwargs):
     """A `NormActResNet` backbone, or a classifier when `num_classes` is given.
 
         model = build_resnet(20, "evonorm_s0", input_shape=(32, 32, 1), num_classes=10)
@@ -315,24 +303,11 @@ def build_resnet(
         `input_specs` (a `tf_keras.layers.InputSpec` with a batch dimension).
       num_classes: if set, returns a `tf_keras.Model` mapping images to logits
         (global average pooling of the last level, then a dense layer).
-      preactivation, width_multiplier, norm_act_options, kernel_regularizer,
-        data_format, **kwargs: as `NormActResNet`.
+      **kwargs: as `NormActResNet` (preactivation, width_multiplier,
+        norm_act_options, kernel_regularizer, data_format, ...).
     """
-    input_specs = classifier.input_specs_from(input_specs, input_shape)
-    backbone = NormActResNet(
-        model_id,
-        input_specs=input_specs,
-        norm_act=norm_act,
-        norm_act_options=norm_act_options,
-        preactivation=preactivation,
-        width_multiplier=width_multiplier,
-        kernel_regularizer=kernel_regularizer,
-        data_format=data_format,
-        **kwargs,
-    )
-    if num_classes is None:
-        return backbone
-    return classifier.classifier_head(backbone, num_classes, kernel_regularizer)
+    return classifier.backbone_or_classifier(
+        NormActResNet, model_id, input_shape, input_specs, num_classes, norm_act=norm_act, **kwargs)
 
 
 def _build_backbone(config, input_specs, data_format, kernel_regularizer):

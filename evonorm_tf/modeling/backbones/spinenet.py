@@ -439,8 +439,8 @@ def build_spinenet(model_id="49", norm_act="evonorm_b0", input_shape=None, input
         `input_specs` (a `tf_keras.layers.InputSpec` with a batch dimension).
       **kwargs: as `NormActSpineNet`.
     """
-    input_specs = classifier.input_specs_from(input_specs, input_shape)
-    return NormActSpineNet(model_id, input_specs=input_specs, norm_act=norm_act, **kwargs)
+    return classifier.backbone_or_classifier(NormActSpineNet, model_id, input_shape, input_specs, norm_act=norm_act,
+                                             **kwargs)
 
 
 def _build_backbone(config, input_specs, data_format, kernel_regularizer):
