@@ -1,8 +1,12 @@
 """evonorm_tf: EvoNorm normalization-activation layers for TensorFlow.
 
 Keras 3 layers are importable from here; tf_keras layers (for Model Garden)
-from `evonorm_tf.tf_keras`. The formulas are in `evonorm_tf.formulas`, the
-statistics in `evonorm_tf.statistics`.
+from `evonorm_tf.tf_keras`. Every norm-act is one spec in `evonorm_tf.registry`;
+the formulas are in `evonorm_tf.formulas`, the statistics in
+`evonorm_tf.statistics`. Importing the package loads the layer library only:
+Model Garden backbones (`evonorm_tf.modeling`, `evonorm_tf.configs`), BigGAN
+(`evonorm_tf.gan`) and the layer search (`evonorm_tf.search`) are extensions
+that register into it when imported.
 
     import keras, evonorm_tf
 
@@ -10,7 +14,7 @@ statistics in `evonorm_tf.statistics`.
     outputs = evonorm_tf.EvoNormB0()(keras.layers.Conv2D(64, 3)(inputs))
 """
 
-from evonorm_tf import formulas, statistics
+from evonorm_tf import formulas, registry, statistics
 from evonorm_tf.factory import NORM_ACT_NAMES, get_norm_act
 from evonorm_tf.layers import (
     BatchNormReLU,
@@ -45,5 +49,6 @@ __all__ = [
     "ShadowBatchNormalization",
     "formulas",
     "get_norm_act",
+    "registry",
     "statistics",
 ]
