@@ -413,6 +413,7 @@ class BatchNormActCore:
     ):
         self.nonlinearity = arguments.check_bool("nonlinearity", nonlinearity)
         self.data_format = arguments.data_format_from_axis(axis, data_format)
+        self._requested_axis = axis
         super().__init__(
             axis=-1 if self.data_format == "channels_last" else 1,
             momentum=arguments.check_momentum(momentum),
@@ -429,6 +430,7 @@ class BatchNormActCore:
 
     def build(self, input_shape):
         arguments.check_input_shape(input_shape, self.data_format)
+        arguments.check_axis_matches(self._requested_axis, len(input_shape))
         super().build(input_shape)
 
     def call(self, inputs, training=None):
