@@ -29,6 +29,7 @@ __all__ = [
     "build",
     "class_arguments",
     "layer_class",
+    "layer_table",
     "names",
     "register",
     "register_front_end",
@@ -226,3 +227,23 @@ def accepted_arguments(name, front_end="tf_keras"):
     if prefix is not None:
         accepted.discard(_PREFIXES[prefix][2])
     return accepted
+
+
+def layer_table():
+    """The registered norm-acts as a Markdown table (README.md's "Layers" table is this text)."""
+    rows = [
+        "| name | class | family | output (then `·γ + β` unless shown) | batch statistics |",
+        "|---|---|---|---|---|",
+    ]
+    for norm_act_spec in specs():
+        if not norm_act_spec.batch_dependent:
+            batch = "no"
+        elif norm_act_spec.family == "batch_norm":
+            batch = "yes (moving mean and variance at inference)"
+        else:
+            batch = "yes (moving `s2_bhw` at inference)"
+        rows.append(
+            f"| `{norm_act_spec.name}` | `{norm_act_spec.class_name}` | {norm_act_spec.family} "
+            f"| `{norm_act_spec.formula}` | {batch} |"
+        )
+    return "\n".join(rows) + "\n"
