@@ -15,7 +15,7 @@ between the two Keras versions. Docstrings of the public layers live here.
 
 import tensorflow as tf
 
-from evonorm_tf import arguments, formulas, statistics
+from evonorm_tf import arguments, kernels, statistics
 
 ACTIVATIONS = {"relu": tf.nn.relu, "silu": tf.nn.silu}
 
@@ -79,6 +79,8 @@ class NormActCore:
         channels = arguments.check_input_shape(input_shape, self.data_format)
         arguments.check_axis_matches(self._axis, len(input_shape))
         self.channels = channels
+        # The kernel path is chosen here, once (`evonorm_tf.kernels`); calls use `self._kernels`.
+        self._kernels = kernels.Selection()
         self._build_weights(channels)
         super().build(input_shape)
 
@@ -152,10 +154,10 @@ class BatchSeriesCore(NormActCore):
 
     def _normalize(self, x, training):
         if not self.nonlinearity:
-            return formulas.affine(x, self.gamma, self.beta, self.data_format)
+            return self._kernels.affine(x, self.gamma, self.beta, self.data_format)
         if training and not self.synchronized:
             # One op computes the batch variance with y (and differentiates both).
-            outputs, variance = formulas.evonorm_b_training(
+            outputs, variance = self._kernels.evonorm_b_training(
                 self.formula_kind, x, self.gamma, self.beta, getattr(self, "v", None),
                 self.epsilon, self.data_format,
             )
@@ -219,7 +221,7 @@ class SeriesSCore(GroupedCore):
 
     def _normalize(self, x, training):
         if not self.nonlinearity:
-            return formulas.affine(x, self.gamma, self.beta, self.data_format)
+            return self._kernels.affine(x, self.gamma, self.beta, self.data_format)
         return self._formula(x)
 
     def _formula(self, x):
@@ -289,7 +291,7 @@ class EvoNormB0Core(BatchSeriesCore):
     uses_v = True
 
     def _formula(self, x, batch_variance):
-        return formulas.evonorm_b0(
+        return self._kernels.evonorm_b0(
             x, self.gamma, self.beta, self.v, batch_variance, self.epsilon, self.data_format
         )
 
@@ -297,7 +299,7 @@ class EvoNormB0Core(BatchSeriesCore):
 class EvoNormB1Core(BatchSeriesCore):
     formula_kind = "b1"
     def _formula(self, x, batch_variance):
-        return formulas.evonorm_b1(
+        return self._kernels.evonorm_b1(
             x, self.gamma, self.beta, batch_variance, self.epsilon, self.data_format
         )
 
@@ -305,7 +307,7 @@ class EvoNormB1Core(BatchSeriesCore):
 class EvoNormB2Core(BatchSeriesCore):
     formula_kind = "b2"
     def _formula(self, x, batch_variance):
-        return formulas.evonorm_b2(
+        return self._kernels.evonorm_b2(
             x, self.gamma, self.beta, batch_variance, self.epsilon, self.data_format
         )
 
@@ -314,21 +316,21 @@ class EvoNormS0Core(SeriesSCore):
     uses_v = True
 
     def _formula(self, x):
-        return formulas.evonorm_s0(
+        return self._kernels.evonorm_s0(
             x, self.gamma, self.beta, self.v, self.resolved_groups, self.epsilon, self.data_format
         )
 
 
 class EvoNormS1Core(SeriesSCore):
     def _formula(self, x):
-        return formulas.evonorm_s1(
+        return self._kernels.evonorm_s1(
             x, self.gamma, self.beta, self.resolved_groups, self.epsilon, self.data_format
         )
 
 
 class EvoNormS2Core(SeriesSCore):
     def _formula(self, x):
-        return formulas.evonorm_s2(
+        return self._kernels.evonorm_s2(
             x, self.gamma, self.beta, self.resolved_groups, self.epsilon, self.data_format
         )
 
@@ -347,7 +349,7 @@ class GroupNormActCore(GroupedCore):
     activation = None
 
     def _normalize(self, x, training):
-        y = formulas.group_norm(
+        y = self._kernels.group_norm(
             x, self.gamma, self.beta, self.resolved_groups, self.epsilon, self.data_format
         )
         return ACTIVATIONS[self.activation](y) if self.nonlinearity else y
@@ -371,10 +373,10 @@ class FilterResponseNormTLUCore(NormActCore):
             self.tau = self._add_channel_weight("tau", channels, self.tau_initializer)
 
     def _normalize(self, x, training):
-        y = formulas.filter_response_norm(x, self.gamma, self.beta, self.epsilon, self.data_format)
+        y = self._kernels.filter_response_norm(x, self.gamma, self.beta, self.epsilon, self.data_format)
         if not self.nonlinearity:
             return y
-        return formulas.thresholded_linear_unit(y, self.tau, self.data_format)
+        return self._kernels.thresholded_linear_unit(y, self.tau, self.data_format)
 
     def get_config(self):
         return {

@@ -1,10 +1,11 @@
-"""Fast EvoNorm kernels: one-pass statistics and hand-written gradients.
+"""The cpu kernel path: one-pass statistics and hand-written gradients.
 
 `evonorm_tf.formulas` defines each EvoNorm once, as readable TensorFlow; this
-module computes the same functions faster, and `formulas` routes its calls
-here (set `evonorm_tf.fused.ENABLED = False` to time or debug the plain
-graphs). What makes them fast on CPU (each point measured, see
-`bench/layers.py`):
+module computes the same functions faster on CPUs, and registers them as the
+`cpu` implementations (`evonorm_tf.kernels`). Some of its devices (integer
+matmuls that materialise sums, one-hot matmuls at default precision, complex
+pairs) are CPU-specific: on TPU and GPU layers take the `portable` path. What
+makes them fast on CPU (each point measured, see `bench/layers.py`):
 
 1. **One XLA launch per direction.** The forward pass is one kernel
    (statistics, their small per-(sample, channel) and per-group arithmetic,
@@ -78,10 +79,11 @@ import functools
 
 import tensorflow as tf
 
-__all__ = ["ENABLED", "COMPILED", "b_series", "s_series"]
+from evonorm_tf import arguments
+from evonorm_tf.kernels import register
 
-#: Route `formulas` through these kernels (False: the plain autodiff graphs).
-ENABLED = True
+__all__ = ["COMPILED", "b_series", "s_series"]
+
 #: Run each kernel as one `jit_compile=True` function (False: plain TF ops).
 COMPILED = True
 
@@ -595,3 +597,70 @@ def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):
         return tf.reshape(y4, tf.shape(x)), grad
 
     return op(*inputs)
+
+
+# -- registration -------------------------------------------------------------------
+
+
+def _float32(t):
+    if t is None:
+        return None
+    t = tf.convert_to_tensor(t)
+    return t if t.dtype == tf.float32 else tf.cast(t, tf.float32)
+
+
+def _b_formula(kind):
+    def evonorm_b(x, gamma, beta, *rest, epsilon=1e-5, data_format="channels_last"):
+        v, batch_variance = rest if kind == "b0" else (None,) + tuple(rest)
+        arguments.check_data_format(data_format)
+        vectors = [_float32(t) for t in (gamma, beta, v, batch_variance)]
+        return b_series(kind, _float32(x), *vectors, epsilon, data_format)[0]
+
+    return evonorm_b
+
+
+@register("evonorm_b0", "cpu")
+def evonorm_b0(x, gamma, beta, v, batch_variance, epsilon=1e-5, data_format="channels_last"):
+    return _b_formula("b0")(x, gamma, beta, v, batch_variance, epsilon=epsilon, data_format=data_format)
+
+
+@register("evonorm_b1", "cpu")
+def evonorm_b1(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
+    return _b_formula("b1")(x, gamma, beta, batch_variance, epsilon=epsilon, data_format=data_format)
+
+
+@register("evonorm_b2", "cpu")
+def evonorm_b2(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
+    return _b_formula("b2")(x, gamma, beta, batch_variance, epsilon=epsilon, data_format=data_format)
+
+
+@register("evonorm_b_training", "cpu")
+def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="channels_last"):
+    if kind not in ("b0", "b1", "b2"):
+        raise ValueError(f"kind must be one of ['b0', 'b1', 'b2'], received {kind!r}")
+    arguments.check_data_format(data_format)
+    vectors = [_float32(t) for t in (gamma, beta, v)]
+    return b_series(kind, _float32(x), *vectors, None, epsilon, data_format)
+
+
+def _s_formula(x, gamma, beta, v, groups, epsilon, data_format, centered):
+    arguments.check_data_format(data_format)
+    channels = x.shape[-1] if data_format == "channels_last" else x.shape[1]
+    arguments.check_groups_divide(groups, channels)
+    vectors = [_float32(t) for t in (gamma, beta, v)]
+    return s_series(_float32(x), *vectors, groups, epsilon, data_format, centered)
+
+
+@register("evonorm_s0", "cpu")
+def evonorm_s0(x, gamma, beta, v, groups, epsilon=1e-5, data_format="channels_last"):
+    return _s_formula(x, gamma, beta, v, groups, epsilon, data_format, centered=True)
+
+
+@register("evonorm_s1", "cpu")
+def evonorm_s1(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
+    return _s_formula(x, gamma, beta, None, groups, epsilon, data_format, centered=True)
+
+
+@register("evonorm_s2", "cpu")
+def evonorm_s2(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
+    return _s_formula(x, gamma, beta, None, groups, epsilon, data_format, centered=False)
