@@ -93,7 +93,7 @@ class BigGANTask(base_task.Task):
         accepted = factory.accepted_arguments(evonorm_tf_keras.TF_KERAS_TABLE, norm.type)
         options = {"momentum": norm.momentum, "epsilon": norm.epsilon, "groups": norm.groups,
                    "synchronized": norm.synchronized}
-        return {key: value for key, value in options.items() if key in accepted}
+        return {key: value for key, value in options.items() if key in accepted and value is not None}
 
     def build_generator(self):
         model, config = self.task_config.model, self.task_config.model.generator

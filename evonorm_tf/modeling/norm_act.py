@@ -20,6 +20,7 @@ group count until it divides the channels); it lets EfficientNet's 24-, 40-,
 112- or 144-channel layers use the S-series without an error mid-build.
 """
 
+import collections.abc
 import functools
 
 from evonorm_tf import arguments, factory
@@ -114,15 +115,70 @@ class NormActFactory:
         return f"NormActFactory({self.name!r}, data_format={self.data_format!r}, **{self.options!r})"
 
 
-def norm_act_factory_from_config(norm_act_config, data_format="channels_last"):
-    """A `NormActFactory` from a `evonorm_tf.configs.NormActivation` config."""
+# Model Garden's model-level `norm_activation` fields (`task.model.norm_activation`,
+# `official.vision.configs.common.NormActivation`) and the norm-act option each one sets.
+MODEL_LEVEL_FIELDS = (
+    ("momentum", "norm_momentum"),
+    ("epsilon", "norm_epsilon"),
+    ("synchronized", "use_sync_bn"),
+)
+
+
+def _field(source, name):
+    if source is None:
+        return None
+    if isinstance(source, collections.abc.Mapping):
+        return source.get(name)
+    return getattr(source, name, None)
+
+
+def options_from_config(norm_act_config, model_norm_activation=None):
+    """The norm-act options of one model part, by the precedence rule.
+
+    For `momentum`, `epsilon` and `synchronized` the value is, first found:
+
+    1. the part's own field (`norm_act_config.momentum`, ...), when set (not None);
+    2. Model Garden's model-level field (`norm_momentum`, `norm_epsilon`,
+       `use_sync_bn` of `model_norm_activation`, i.e. `task.model.norm_activation`),
+       as Model Garden hands it to its own module of that place;
+    3. left out: the layer's default (0.9, 1e-5, False).
+
+    `groups` has no model-level field: the part's own value, else the layer
+    default (32, lowered by the group rule).
+
+    Args:
+      norm_act_config: an `evonorm_tf.configs.NormActivation` (or any object
+        with `momentum`, `epsilon`, `synchronized` and `groups` attributes).
+      model_norm_activation: Model Garden's model-level `NormActivation`, a
+        mapping with its field names (e.g. a Model Garden head's
+        `get_config()`), or None.
+
+    Returns:
+      A dict of the options that are set; None values are never included.
+    """
+    options = {}
+    for option, model_level_field in MODEL_LEVEL_FIELDS:
+        value = getattr(norm_act_config, option, None)
+        if value is None:
+            value = _field(model_norm_activation, model_level_field)
+        if value is not None:
+            options[option] = value
+    groups = getattr(norm_act_config, "groups", None)
+    if groups is not None:
+        options["groups"] = groups
+    return options
+
+
+def norm_act_factory_from_config(norm_act_config, data_format="channels_last", model_norm_activation=None):
+    """A `NormActFactory` from an `evonorm_tf.configs.NormActivation` config.
+
+    `model_norm_activation` is Model Garden's model-level `norm_activation`
+    (or None); `options_from_config` gives the precedence.
+    """
     return NormActFactory(
         norm_act_config.type,
         data_format=data_format,
-        momentum=norm_act_config.momentum,
-        epsilon=norm_act_config.epsilon,
-        synchronized=norm_act_config.synchronized,
-        groups=norm_act_config.groups,
+        **options_from_config(norm_act_config, model_norm_activation),
     )
 
 

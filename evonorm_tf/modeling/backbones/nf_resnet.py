@@ -261,18 +261,5 @@ def build_nf_resnet(model_id, input_shape=None, input_specs=None, num_classes=No
     return classifier.backbone_or_classifier(NFResNet, model_id, input_shape, input_specs, num_classes, **kwargs)
 
 
-def _build_backbone(config, input_specs, data_format, kernel_regularizer):
-    """`NFResNet` from `backbone.nf_resnet` (`evonorm_tf.configs.NFResNet`); it has no activation normalization."""
-    return NFResNet(
-        model_id=config.model_id,
-        input_specs=input_specs,
-        activation=config.activation,
-        alpha=config.alpha,
-        skip_gain_init=config.skip_gain_init,
-        width_multiplier=config.width_multiplier,
-        kernel_regularizer=kernel_regularizer,
-        data_format=data_format,
-    )
-
-
-build_nf_resnet_backbone = registration.register_backbone("nf_resnet", _build_backbone)
+# Model Garden builder of `backbone.type: nf_resnet`: the fields of `backbone.nf_resnet` are NFResNet's arguments.
+build_nf_resnet_backbone = registration.register_backbone("nf_resnet", NFResNet)
