@@ -158,11 +158,12 @@ def test_launch_script_builds_the_coco_command():
     import subprocess
 
     script = os.path.join(ROOT, "tpu_scripts", "launch_maskrcnn.sh")
-    env = dict(os.environ, DRY_RUN="1", MODEL_DIR="gs://bucket/runs", DATA_DIR="gs://bucket/coco")
+    env = dict(os.environ, DRY_RUN="1", MODEL_DIR="gs://bucket/runs", DATA_DIR="gs://bucket/coco",
+               ACCELERATOR_TYPE="v3-32", TPU_NAME="evonorm-tpu")
     run = subprocess.run(["bash", script, "evonorm_s0"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     command = run.stdout.replace("\\", "")
-    for part in ("tpu_scripts/train.py", "--tpu=local", "--experiment=evonorm_maskrcnn_resnetfpn_coco",
+    for part in ("tpu_scripts/train.py", "--tpu=evonorm-tpu", "TPU_LOAD_LIBRARY=0", "--experiment=evonorm_maskrcnn_resnetfpn_coco",
                  "--config_file=official_configs/maskrcnn_resnet50fpn_evonorm_s0_tpu.yaml",
                  "--model_dir=gs://bucket/runs/maskrcnn_resnet50fpn_evonorm_s0",
                  "task.train_data.input_path=gs://bucket/coco/train*",

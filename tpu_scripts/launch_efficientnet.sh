@@ -6,7 +6,8 @@
 #
 # MODEL: b0 or b5 (B5 at batch 2048 needs a v3-32: create the VM with ACCELERATOR_TYPE=v3-32).
 # NORM_ACT: bn_silu (baseline), evonorm_b0, evonorm_s0; evonorm_b1/b2/s1/s2 by override of the
-# B0 / S0 file. TARGET tpu (default, on the TPU VM TPU_NAME with --tpu=local) or gpu (here).
+# B0 / S0 file. TARGET tpu (default: a detached run on the TPU VM TPU_NAME via run_on_tpu_vm.sh, by
+# its ACCELERATOR_TYPE) or gpu (here).
 set -euo pipefail
 MODEL="${1:?usage: launch_efficientnet.sh MODEL NORM_ACT [tpu|gpu]}"
 NORM_ACT="${2:?usage: launch_efficientnet.sh MODEL NORM_ACT [tpu|gpu]}"

@@ -6,7 +6,8 @@
 #
 # NORM_ACT: bn_relu (v1.5 backbone, sync BN), evonorm_b0, evonorm_s0 (v2 backbone). DATA_DIR holds
 # what tpu_scripts/prepare_coco.py writes: train-*, val-* TFRecords and instances_val2017.json.
-# Runs on the TPU VM TPU_NAME via run_on_tpu_vm.sh (--tpu=local); the configs expect 32 cores.
+# Starts a detached run on the TPU VM TPU_NAME via run_on_tpu_vm.sh (a v3-32 pod slice: worker 0 drives
+# all 4 hosts with --tpu=TPU_NAME); the configs expect 32 cores.
 set -euo pipefail
 NORM_ACT="${1:?usage: launch_maskrcnn.sh NORM_ACT}"
 HERE="$(dirname "$0")"
