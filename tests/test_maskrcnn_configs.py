@@ -72,9 +72,11 @@ def test_tpu_yaml_loads_and_holds_the_from_scratch_recipe(path):
     schedule = trainer.optimizer_config.learning_rate.stepwise
     assert schedule.boundaries == [148160, 157420] and schedule.values == pytest.approx([0.32, 0.032, 0.0032])
     assert trainer.optimizer_config.warmup.linear.warmup_steps == 2000
-    # Full validation batches: one image per core of a v3-32, 156 x 32 <= 5000 COCO val images.
+    # Every one of the 5000 COCO val images once: one image per core of a v3-32, the last batch partial.
     assert task.validation_data.global_batch_size % 32 == 0
-    assert trainer.validation_steps * task.validation_data.global_batch_size <= 5000
+    assert not task.validation_data.drop_remainder
+    batch = task.validation_data.global_batch_size
+    assert (trainer.validation_steps - 1) * batch < 5000 <= trainer.validation_steps * batch
     assert task.train_data.input_path == "coco/train*" and task.validation_data.input_path == "coco/val*"
 
 

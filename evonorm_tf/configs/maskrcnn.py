@@ -15,6 +15,7 @@ not read by any of these parts.
 """
 
 import dataclasses
+import math
 
 import tf_keras
 from official.core import config_definitions as cfg
@@ -99,6 +100,10 @@ class NormActMaskRCNNTask(mg_maskrcnn_task.MaskRCNNTask):
         return model
 
 
+# COCO 2017 validation images (val2017).
+COCO_VAL_EXAMPLES = 5000
+
+
 def _check_norm_act_name(key, name):
     if not isinstance(name, str) or name.strip().lower() not in NORM_ACT_NAMES:
         raise ValueError(f"{key}={name!r} is not a norm-act; valid names: {', '.join(NORM_ACT_NAMES)}")
@@ -140,10 +145,14 @@ def _from_reference(name, backbone, decoder, restrictions=()):
     task.init_checkpoint = None
     task.model.backbone = backbone
     task.model.decoder = decoder
+    # Every validation image once: the last batch kept, partial if the batch does not divide 5000.
+    task.validation_data.drop_remainder = False
+    trainer = reference.trainer
+    trainer.validation_steps = math.ceil(COCO_VAL_EXAMPLES / task.validation_data.global_batch_size)
     return ExperimentConfig(
         runtime=reference.runtime,
         task=task,
-        trainer=reference.trainer,
+        trainer=trainer,
         restrictions=["task.train_data.is_training != None", "task.validation_data.is_training != None",
                       *restrictions],
     )
