@@ -15,8 +15,9 @@
 # Required: MODEL_DIR (gs://... for TPU runs), DATA_DIR (folder of train-*/validation-* TFRecords
 # written by tpu_scripts/prepare_imagenet.py). Optional: TPU_NAME [evonorm-tpu], ZONE
 # [europe-west4-a], PROJECT, ACCELERATOR_TYPE (read with `gcloud compute tpus tpu-vm describe`
-# when unset; required with DRY_RUN=1), DRY_RUN=1 (print the commands instead of running them),
-# LOCAL=1 (run train.py here in the foreground, e.g. on GPUs; TPU="" leaves out --tpu).
+# when unset; required with DRY_RUN=1), MODE [train_and_eval; eval: evaluate the newest checkpoint
+# in MODEL_DIR once], DRY_RUN=1 (print the commands instead of running them), LOCAL=1 (run train.py
+# here in the foreground, e.g. on GPUs; TPU="" leaves out --tpu).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=tpu_scripts/tpu_vm.sh
@@ -25,6 +26,10 @@ source "${HERE}/tpu_vm.sh"
 : "${MODEL_DIR:?set MODEL_DIR, e.g. gs://BUCKET/runs}"
 : "${DATA_DIR:?set DATA_DIR, e.g. gs://BUCKET/imagenet-2012-tfrecord}"
 TPU_NAME="${TPU_NAME:-evonorm-tpu}"
+case "${MODE:-train_and_eval}" in
+  train_and_eval|train|eval) ;;
+  *) echo "run_on_tpu_vm.sh: unknown MODE '${MODE}'; use train_and_eval, train or eval" >&2; exit 2 ;;
+esac
 ZONE="${ZONE:-europe-west4-a}"
 GCLOUD_FLAGS=(--zone="${ZONE}")
 [[ -n "${PROJECT:-}" ]] && GCLOUD_FLAGS+=(--project="${PROJECT}")
@@ -45,7 +50,7 @@ if [[ ${found} == 0 ]]; then
 fi
 
 if [[ "${LOCAL:-0}" == 1 ]]; then
-  COMMAND=(python3 tpu_scripts/train.py --mode=train_and_eval)
+  COMMAND=(python3 tpu_scripts/train.py --mode="${MODE:-train_and_eval}")
   [[ -n "${TPU-}" ]] && COMMAND+=(--tpu="${TPU}")
   COMMAND+=("${ARGS[@]}")
   if [[ "${DRY_RUN:-0}" == 1 ]]; then
@@ -67,7 +72,7 @@ if [[ -z "${ACCELERATOR_TYPE:-}" ]]; then
 fi
 HOSTS="$(tpu_hosts "${ACCELERATOR_TYPE}")" || exit 2
 
-COMMAND=(tpu_scripts/run_detached.sh python3 tpu_scripts/train.py --mode=train_and_eval)
+COMMAND=(tpu_scripts/run_detached.sh python3 tpu_scripts/train.py --mode="${MODE:-train_and_eval}")
 if [[ "${HOSTS}" == 1 ]]; then
   ENVIRONMENT=(NEXT_PLUGGABLE_DEVICE_USE_C_API=true TF_PLUGGABLE_DEVICE_LIBRARY_PATH=/lib/libtpu.so)
   COMMAND+=(--tpu=local)
