@@ -72,9 +72,11 @@ def test_tpu_yaml_loads_and_holds_the_from_scratch_recipe(path):
     schedule = trainer.optimizer_config.learning_rate.stepwise
     assert schedule.boundaries == [148160, 157420] and schedule.values == pytest.approx([0.32, 0.032, 0.0032])
     assert trainer.optimizer_config.warmup.linear.warmup_steps == 2000
-    # Full validation batches: one image per core of a v3-32, 156 x 32 <= 5000 COCO val images.
+    # Every one of the 5000 COCO val images once: one image per core of a v3-32, the last batch partial.
     assert task.validation_data.global_batch_size % 32 == 0
-    assert trainer.validation_steps * task.validation_data.global_batch_size <= 5000
+    assert not task.validation_data.drop_remainder
+    batch = task.validation_data.global_batch_size
+    assert (trainer.validation_steps - 1) * batch < 5000 <= trainer.validation_steps * batch
     assert task.train_data.input_path == "coco/train*" and task.validation_data.input_path == "coco/val*"
 
 
@@ -158,11 +160,12 @@ def test_launch_script_builds_the_coco_command():
     import subprocess
 
     script = os.path.join(ROOT, "tpu_scripts", "launch_maskrcnn.sh")
-    env = dict(os.environ, DRY_RUN="1", MODEL_DIR="gs://bucket/runs", DATA_DIR="gs://bucket/coco")
+    env = dict(os.environ, DRY_RUN="1", MODEL_DIR="gs://bucket/runs", DATA_DIR="gs://bucket/coco",
+               ACCELERATOR_TYPE="v3-32", TPU_NAME="evonorm-tpu")
     run = subprocess.run(["bash", script, "evonorm_s0"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     command = run.stdout.replace("\\", "")
-    for part in ("tpu_scripts/train.py", "--tpu=local", "--experiment=evonorm_maskrcnn_resnetfpn_coco",
+    for part in ("tpu_scripts/train.py", "--tpu=evonorm-tpu", "TPU_LOAD_LIBRARY=0", "--experiment=evonorm_maskrcnn_resnetfpn_coco",
                  "--config_file=official_configs/maskrcnn_resnet50fpn_evonorm_s0_tpu.yaml",
                  "--model_dir=gs://bucket/runs/maskrcnn_resnet50fpn_evonorm_s0",
                  "task.train_data.input_path=gs://bucket/coco/train*",

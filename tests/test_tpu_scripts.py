@@ -168,7 +168,8 @@ def test_bad_override_exits_nonzero_with_message(tmp_path):
     ],
 )
 def test_launch_scripts_build_the_training_command(script, args, config, override):
-    env = dict(os.environ, DRY_RUN="1", MODEL_DIR="gs://bucket/runs", DATA_DIR="gs://bucket/imagenet")
+    env = dict(os.environ, DRY_RUN="1", MODEL_DIR="gs://bucket/runs", DATA_DIR="gs://bucket/imagenet",
+               ACCELERATOR_TYPE="v3-8")
     run = subprocess.run(["bash", os.path.join(ROOT, "tpu_scripts", script), *args],
                          capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0, run.stderr

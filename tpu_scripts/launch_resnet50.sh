@@ -5,8 +5,8 @@
 #     tpu_scripts/launch_resnet50.sh evonorm_b0 [tpu|gpu]
 #
 # NORM_ACT: bn_relu (v1.5 baseline), evonorm_b0, evonorm_s0; evonorm_b1/b2 and evonorm_s1/s2 use
-# the B0 / S0 file with a norm_activation.type override. TARGET tpu (default; runs on the TPU VM
-# TPU_NAME via run_on_tpu_vm.sh, --tpu=local) or gpu (runs here, 8 GPUs, mirrored).
+# the B0 / S0 file with a norm_activation.type override. TARGET tpu (default; starts a detached run
+# on the TPU VM TPU_NAME via run_on_tpu_vm.sh, by its ACCELERATOR_TYPE) or gpu (here, 8 GPUs, mirrored).
 set -euo pipefail
 NORM_ACT="${1:?usage: launch_resnet50.sh NORM_ACT [tpu|gpu]}"
 TARGET="${2:-tpu}"

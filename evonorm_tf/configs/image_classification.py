@@ -18,6 +18,7 @@ widens the backbone one-of so YAML and `--params_override` accept our keys.
 """
 
 import dataclasses
+import math
 import os
 
 from official.core import config_definitions as cfg
@@ -71,10 +72,13 @@ class ExperimentConfig(cfg.ExperimentConfig):
 
 
 def _data(split_pattern, batch_size, is_training):
+    # Validation keeps its last, partial batch (Model Garden's imagenet_resnet50_tpu.yaml), so
+    # `validation_steps(batch_size)` steps evaluate every image exactly once.
     return mg_image_classification.DataConfig(
         input_path=os.path.join(IMAGENET_INPUT_PATH_BASE, split_pattern),
         is_training=is_training,
         global_batch_size=batch_size,
+        drop_remainder=is_training,
     )
 
 
@@ -83,6 +87,11 @@ def _authors_norm_activation():
     backbone's block leaves unset: the EvoNorm authors' momentum 0.9 and epsilon 1e-5
     (tensorflow/tpu `resnet_model.py` `evonorm()`), per-replica batch statistics."""
     return mg_common.NormActivation(norm_momentum=0.9, norm_epsilon=1e-5, use_sync_bn=False)
+
+
+def validation_steps(batch_size, examples=IMAGENET_VAL_EXAMPLES):
+    """Steps that evaluate each of `examples` images once, the last batch partial: ceil(examples / batch)."""
+    return math.ceil(examples / batch_size)
 
 
 _RESTRICTIONS = [
@@ -118,7 +127,7 @@ def evonorm_resnet_imagenet() -> cfg.ExperimentConfig:
             summary_interval=steps_per_epoch,
             checkpoint_interval=steps_per_epoch,
             train_steps=90 * steps_per_epoch,  # 112590
-            validation_steps=IMAGENET_VAL_EXAMPLES // batch_size,
+            validation_steps=validation_steps(batch_size),  # 49: 48 x 1024 + 848
             validation_interval=steps_per_epoch,
             optimizer_config=optimization.OptimizationConfig({
                 "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
@@ -166,7 +175,7 @@ def evonorm_efficientnet_imagenet() -> cfg.ExperimentConfig:
             summary_interval=int(steps_per_epoch),
             checkpoint_interval=int(steps_per_epoch),
             train_steps=218949,  # main.py: ~350 epochs at batch 2048
-            validation_steps=IMAGENET_VAL_EXAMPLES // 1024,
+            validation_steps=validation_steps(1024),
             validation_interval=int(steps_per_epoch),
             optimizer_config=optimization.OptimizationConfig({
                 "optimizer": {

@@ -19,6 +19,7 @@ stay per replica unless `heads_norm_activation.synchronized` is set.
 """
 
 import dataclasses
+import math
 
 import tf_keras
 from official.core import config_definitions as cfg
@@ -106,6 +107,10 @@ class NormActMaskRCNNTask(mg_maskrcnn_task.MaskRCNNTask):
         return model
 
 
+# COCO 2017 validation images (val2017).
+COCO_VAL_EXAMPLES = 5000
+
+
 @dataclasses.dataclass
 class ExperimentConfig(cfg.ExperimentConfig):
     """`cfg.ExperimentConfig` whose `validate()` also checks every norm-act name.
@@ -148,10 +153,14 @@ def _from_reference(name, backbone, decoder, restrictions=()):
     task.model.decoder = decoder
     task.model.norm_activation.norm_momentum = 0.9
     task.model.norm_activation.norm_epsilon = 1e-5
+    # Every validation image once: the last batch kept, partial if the batch does not divide 5000.
+    task.validation_data.drop_remainder = False
+    trainer = reference.trainer
+    trainer.validation_steps = math.ceil(COCO_VAL_EXAMPLES / task.validation_data.global_batch_size)
     return ExperimentConfig(
         runtime=reference.runtime,
         task=task,
-        trainer=reference.trainer,
+        trainer=trainer,
         restrictions=["task.train_data.is_training != None", "task.validation_data.is_training != None",
                       *restrictions],
     )
