@@ -47,7 +47,7 @@ def statistics_variables(model):
 
 
 def accumulate_standing_statistics(generator, num_samples, batch_size, num_classes, seed=0,
-                                   truncation=None):
+                                   truncation=None, strategy=None):
     """Sets `generator`'s moving statistics to averages of its own batch statistics.
 
     Args:
@@ -58,6 +58,10 @@ def accumulate_standing_statistics(generator, num_samples, batch_size, num_class
       seed: seed of the latents and labels. Default 0.
       truncation: latents from the normal truncated at ±`truncation` (as the
         samples that will be evaluated), or None for the full normal.
+      strategy: a `tf.distribute.Strategy` whose variables `generator` has;
+        each batch then runs through `strategy.run` (every replica on the same
+        batch, so replica-local statistics equal the batch's). None: a plain
+        call.
 
     Returns:
       The number of batch-statistics layers updated (0 for S-series, GN, FRN
@@ -87,7 +91,10 @@ def accumulate_standing_statistics(generator, num_samples, batch_size, num_class
         for _ in range(num_batches):
             z = sample_latents(rng, batch_size, generator.z_dim, truncation)
             labels = rng.integers(0, num_classes, batch_size).astype(np.int32)
-            forward(tf.constant(z), tf.constant(labels))
+            if strategy is None:
+                forward(tf.constant(z), tf.constant(labels))
+            else:
+                strategy.run(forward, args=(tf.constant(z), tf.constant(labels)))
             for total, variable in zip(sums, variables):
                 total += variable.numpy()
     finally:
