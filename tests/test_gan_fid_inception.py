@@ -27,16 +27,17 @@ def test_pooling_layout_of_the_2015_graph(model):
     assert isinstance(_pool_feeding(model, "Mixed_7c"), tf_keras.layers.MaxPooling2D)
     for block in ("Mixed_7b", "Mixed_6e", "Mixed_5b"):
         assert isinstance(_pool_feeding(model, block), tf_keras.layers.AveragePooling2D)
-    keras = tf_keras.applications.InceptionV3(weights=None, classes=1008)
-    last_pool = [layer for layer in keras.layers if "pool" in layer.name and
-                 isinstance(layer, tf_keras.layers.AveragePooling2D)][-1]
-    assert last_pool.output.shape[1:3] == (8, 8)  # Keras: average pool in mixed10's branch
     assert [tuple(t.shape[1:]) for t in model.outputs] == [(2048,), (1008,)]
 
 
+@pytest.mark.slow
 def test_same_layers_as_keras_inception_v3_plus_batch_norm_scales(model):
-    # Keras's InceptionV3 has the same convolutions (no bias) and BNs without γ.
+    # Keras's InceptionV3 has the same convolutions (no bias) and BNs without γ, and
+    # average-pools in its last block's pool branch (an 8x8 map).
     keras = tf_keras.applications.InceptionV3(weights=None, classes=1008)
+    last_pool = [layer for layer in keras.layers
+                 if isinstance(layer, tf_keras.layers.AveragePooling2D)][-1]
+    assert last_pool.output.shape[1:3] == (8, 8)
     scales = sum(int(layer.gamma.shape[0]) for layer in model.layers
                  if isinstance(layer, tf_keras.layers.BatchNormalization))
     def trainable(m):
