@@ -68,3 +68,31 @@ def test_regularized_kernels_are_the_generators_dense_and_conv_kernels():
     assert len(kernels) == 1 + 3 * 7 + 1
     assert all("embedding" not in name for name in names)
     assert all(k.shape.rank in (2, 4) for k in kernels)
+
+
+def test_trainer_adds_the_penalty_to_the_generator_step_only():
+    from evonorm_tf.gan.discriminator import Discriminator
+    from evonorm_tf.gan.training import GANTrainer
+
+    def trainer(strength):
+        import tf_keras
+        tf_keras.utils.set_random_seed(0)
+        make = lambda: Generator(resolution=32, ch=4, z_dim=16, shared_dim=8, num_classes=10,  # noqa: E731
+                                 norm_act="evonorm_s0", norm_act_kwargs={"groups": 4})
+        gan = GANTrainer(make(), Discriminator(resolution=32, ch=4, num_classes=10), make(),
+                         discriminator_steps=1, orthogonal_regularization=strength)
+        gan.build((32, 32, 3))
+        return gan
+
+    images = tf.random.stateless_uniform((4, 32, 32, 3), [1, 2], -1, 1)
+    labels = tf.constant([0, 1, 2, 3])
+    plain, regularised = trainer(0.0), trainer(1.0)
+    for gan in (plain, regularised):
+        gan.train_step(images, labels)
+    for a, b in zip(plain.discriminator.weights, regularised.discriminator.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    changed = [np.abs(a.numpy() - b.numpy()).max() > 0 for a, b in zip(
+        losses.regularized_kernels(plain.generator), losses.regularized_kernels(regularised.generator))]
+    assert sum(changed) > len(changed) // 2
+    with pytest.raises(ValueError, match="orthogonal_regularization must be a number >= 0"):
+        GANTrainer(None, None, None, orthogonal_regularization=-1.0)
