@@ -303,6 +303,33 @@ def _positive(text):
     return value
 
 
+def _write(settings, results, output, plot_path):
+    summary = summarize(results)
+    with open(output, "w") as file:
+        json.dump({"settings": settings, "summary": summary, "runs": results}, file, indent=1)
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {output}")
+    if plot_path:
+        print(f"wrote {plot(results, plot_path)}")
+
+
+def _combine(paths, output, plot_path, parser):
+    reports = []
+    for path in paths:
+        try:
+            with open(path) as file:
+                reports.append(json.load(file))
+        except (OSError, ValueError) as error:
+            parser.error(f"--combine: cannot read {path!r} ({error})")
+    settings = reports[0]["settings"]
+    for path, report in zip(paths, reports):
+        if report["settings"] != settings:
+            parser.error(f"--combine: {path!r} was run with other settings than {paths[0]!r}")
+    results = sorted((run for report in reports for run in report["runs"]), key=lambda run: run["seed"])
+    _write(settings, results, output, plot_path)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -313,7 +340,12 @@ def main(argv=None):
     parser.add_argument("--train-subset", type=_positive, default=None, help="use only this many training images")
     parser.add_argument("--output", required=True, help="JSON file for every figure")
     parser.add_argument("--plot", help="PNG file for the plot")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="instead of running, merge the runs of these output files (e.g. one per seed, "
+                             "run in parallel) into --output and --plot")
     args = parser.parse_args(argv)
+    if args.combine:
+        return _combine(args.combine, args.output, args.plot, parser)
     if args.image_size < 8:
         parser.error(f"--image-size must be >= 8, received {args.image_size}")
     if args.children < 2:
@@ -325,13 +357,7 @@ def main(argv=None):
     results = [run_seed(seed, split, args.children, args.supernet_epochs, args.child_epochs,
                         log=lambda text: print(text, flush=True))
                for seed in args.seeds]
-    summary = summarize(results)
-    with open(args.output, "w") as file:
-        json.dump({"settings": settings, "summary": summary, "runs": results}, file, indent=1)
-    print(json.dumps(summary, indent=1))
-    print(f"wrote {args.output}")
-    if args.plot:
-        print(f"wrote {plot(results, args.plot)}")
+    _write(settings, results, args.output, args.plot)
     return 0
 
 
