@@ -8,7 +8,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
 
 from evonorm_tf import neighbours
 from evonorm_tf.modeling import build_nf_resnet as build_tf_keras_nf_resnet
@@ -89,11 +88,14 @@ def test_multipath_block_equals_tf_keras_and_round_trips(path_form, tmp_path):
     ours.build(x.shape)
     theirs.shadow_norm.gamma.assign(rng.uniform(0.5, 1.5, (2, 4)).astype(np.float32))
     _copy_block_weights(theirs, ours)
-    for training in (True, False):
-        np.testing.assert_allclose(ours(x, mask, training=training).numpy(),
-                                   theirs(x, mask, training=training).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours(x, mask, training=True).numpy(), theirs(x, mask, training=True).numpy(),
+                               rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ours.shadow_norm.moving_mean.numpy(), theirs.shadow_norm.moving_mean.numpy(),
                                rtol=1e-5, atol=1e-6)
+    # tf_keras's fused BatchNorm moves its moving variance by the unbiased batch
+    # variance, Keras 3's by the biased one: compare inference on equal statistics.
+    _copy_block_weights(theirs, ours)
+    np.testing.assert_allclose(ours(x, mask).numpy(), theirs(x, mask).numpy(), rtol=1e-4, atol=1e-5)
 
     inputs = keras.Input((6, 6, 4))
     model = keras.Model(inputs, ours(inputs, active_paths_mask=mask))

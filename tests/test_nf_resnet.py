@@ -151,7 +151,7 @@ def test_model_garden_factory_builds_nf_resnet():
     )
     assert isinstance(model, NFResNet)
     assert model.get_config()["activation"] == "silu"
-    assert model.get_config()["stochastic_depth_rate"] == 0.1  # the reference default
+    assert model.get_config()["stochastic_depth_drop_rate"] == 0.1  # the reference default
     assert model.get_config()["scaled_final_activation"] is True
     assert sorted(model.output_specs) == ["2", "3", "4", "5"]
     assert tuple(model.output_specs["5"]) == (None, 2, 2, 512)  # 0.25 · 512 · 4
@@ -232,12 +232,12 @@ def test_stochastic_depth_drops_whole_branches_without_rescaling():
         ScaledResidualAdd(drop_rate=1.0)
 
 
-def test_stochastic_depth_rate_grows_linearly_with_block_index():
-    model = build_nf_resnet(20, input_shape=(8, 8, 1), stochastic_depth_rate=0.2)
+def test_stochastic_depth_drop_rate_grows_linearly_with_block_index():
+    model = build_nf_resnet(20, input_shape=(8, 8, 1), stochastic_depth_drop_rate=0.2)
     names = [f"stage{stage}_block{block}_add" for stage in (1, 2, 3) for block in (1, 2, 3)]
     np.testing.assert_allclose([model.get_layer(name).drop_rate for name in names], 0.2 * np.arange(9) / 9)
-    with pytest.raises(ValueError, match="stochastic_depth_rate=1.5"):
-        build_nf_resnet(20, input_shape=(8, 8, 1), stochastic_depth_rate=1.5)
+    with pytest.raises(ValueError, match="stochastic_depth_drop_rate=1.5"):
+        build_nf_resnet(20, input_shape=(8, 8, 1), stochastic_depth_drop_rate=1.5)
 
 
 def test_classifier_head_init_follows_the_reference():

@@ -217,7 +217,7 @@ def build_backbone(spec, input_shape=(32, 32, 3)):
         if norm_act:
             raise ValueError(f"nf_resnet takes no norm-act, received {spec!r}")
         return nf_resnet.build_nf_resnet(depth, input_shape=input_shape, skip_gain_init=1.0,
-                                         stochastic_depth_rate=0.0)
+                                         stochastic_depth_drop_rate=0.0)
     if norm_act in (None, "none"):
         return resnet.build_resnet(
             depth, UnnormalizedFactory(), input_shape=input_shape, preactivation=True,

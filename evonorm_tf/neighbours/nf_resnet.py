@@ -26,7 +26,7 @@ KERAS_LAYERS = NFLayers(keras, ScaledWSConv2D, ScaledResidualAdd)
 
 
 def build_nf_resnet(model_id, input_shape, num_classes=None, activation="relu", alpha=0.2, skip_gain_init=0.0,
-                    stochastic_depth_rate=0.1, width_multiplier=1.0, scaled_final_activation=True,
+                    stochastic_depth_drop_rate=0.1, width_multiplier=1.0, scaled_final_activation=True,
                     head_initializer="normal", kernel_initializer="he_normal", kernel_regularizer=None,
                     data_format="channels_last", name=None):
     """A Keras 3 NF-ResNet: a backbone `{level: feature map}`, or a classifier when `num_classes` is set.
@@ -39,13 +39,13 @@ def build_nf_resnet(model_id, input_shape, num_classes=None, activation="relu", 
         the reference NF-ResNet's), `"zeros"`, or an initializer; bias zero.
       other arguments: as the tf_keras `evonorm_tf.modeling.NFResNet`.
     """
-    alpha, skip_gain_init, stochastic_depth_rate, width_multiplier = check_options(
-        activation, alpha, skip_gain_init, stochastic_depth_rate, width_multiplier)
+    alpha, skip_gain_init, stochastic_depth_drop_rate, width_multiplier = check_options(
+        activation, alpha, skip_gain_init, stochastic_depth_drop_rate, width_multiplier)
     data_format = arguments.check_data_format(data_format)
     inputs = keras.Input(shape=tuple(input_shape))
     endpoints = nf_resnet_endpoints(
         inputs, KERAS_LAYERS, model_id, activation=activation, alpha=alpha, skip_gain_init=skip_gain_init,
-        stochastic_depth_rate=stochastic_depth_rate, width_multiplier=width_multiplier,
+        stochastic_depth_drop_rate=stochastic_depth_drop_rate, width_multiplier=width_multiplier,
         scaled_final_activation=scaled_final_activation, kernel_initializer=kernel_initializer,
         kernel_regularizer=kernel_regularizer, data_format=data_format,
     )

@@ -8,7 +8,7 @@ where f_i is the residual branch (Scaled WS convolutions with the activation
 between them), β_i the expected standard deviation of h_i, tracked
 analytically, α a small fixed scale (0.2), g a learnable scalar initialised
 to zero (SkipInit) and d_i stochastic depth (training only; drop rate
-`stochastic_depth_rate · i / num_blocks` for the i-th block, counted from 0).
+`stochastic_depth_drop_rate · i / num_blocks` for the i-th block, counted from 0).
 The activation is applied before the division by β_i, as in the reference
 code (deepmind-research nfnets, timm's NormFreeBlock): `act(h)·(1/β)`; for
 ReLU this equals `act(h/β)`, for SiLU it does not. With unit-variance
@@ -105,17 +105,18 @@ TF_KERAS_LAYERS = NFLayers(tf_keras, ScaledWSConv2D, ScaledResidualAdd)
 HEAD_INITIALIZERS = ("normal", "zeros")
 
 
-def check_options(activation, alpha, skip_gain_init, stochastic_depth_rate, width_multiplier):
+def check_options(activation, alpha, skip_gain_init, stochastic_depth_drop_rate, width_multiplier):
     """Validates the NF-ResNet options shared by both front-ends; returns them as floats."""
     if activation not in NF_ACTIVATIONS:
         raise ValueError(f"activation must be one of {NF_ACTIVATIONS}, received activation={activation!r}")
     if isinstance(skip_gain_init, bool) or not isinstance(skip_gain_init, (int, float)):
         raise TypeError(f"skip_gain_init must be a number, received skip_gain_init={skip_gain_init!r}")
-    if isinstance(stochastic_depth_rate, bool) or not isinstance(stochastic_depth_rate, (int, float)) \
-            or not 0.0 <= stochastic_depth_rate < 1.0:
+    if isinstance(stochastic_depth_drop_rate, bool) or not isinstance(stochastic_depth_drop_rate, (int, float)) \
+            or not 0.0 <= stochastic_depth_drop_rate < 1.0:
         raise ValueError(
-            f"stochastic_depth_rate must be a number in [0, 1), received stochastic_depth_rate={stochastic_depth_rate!r}")
-    return (_check_positive("alpha", alpha), float(skip_gain_init), float(stochastic_depth_rate),
+            "stochastic_depth_drop_rate must be a number in [0, 1), "
+            f"received stochastic_depth_drop_rate={stochastic_depth_drop_rate!r}")
+    return (_check_positive("alpha", alpha), float(skip_gain_init), float(stochastic_depth_drop_rate),
             _check_positive("width_multiplier", width_multiplier))
 
 
@@ -132,7 +133,7 @@ def classifier_initializer(keras_module, name):
 
 
 def nf_resnet_endpoints(inputs, layers, model_id, activation="relu", alpha=0.2, skip_gain_init=0.0,
-                        stochastic_depth_rate=0.1, width_multiplier=1.0, scaled_final_activation=True,
+                        stochastic_depth_drop_rate=0.1, width_multiplier=1.0, scaled_final_activation=True,
                         kernel_initializer="he_normal", kernel_regularizer=None, data_format="channels_last"):
     """The NF-ResNet graph on `inputs`: a dict `{level: tensor}` (see the module docstring).
 
@@ -196,7 +197,7 @@ def nf_resnet_endpoints(inputs, layers, model_id, activation="relu", alpha=0.2, 
         for index in range(repeats):
             x = block(x, spec.block, scaled(filters), strides=1 if stage_index == 0 or index > 0 else 2,
                       use_projection=index == 0, beta=math.sqrt(expected_variance),
-                      drop_rate=stochastic_depth_rate * block_index / num_blocks,
+                      drop_rate=stochastic_depth_drop_rate * block_index / num_blocks,
                       name=f"stage{stage_index + 1}_block{index + 1}")
             block_index += 1
             if index == 0:
@@ -227,7 +228,7 @@ class NFResNet(tf_keras.Model):
         the convolutions that follow it.
       alpha: residual scale α. Default 0.2 (arXiv:2101.08692).
       skip_gain_init: initial SkipInit gain g. Default 0.0.
-      stochastic_depth_rate: the largest stochastic-depth drop rate; block i
+      stochastic_depth_drop_rate: the largest stochastic-depth drop rate; block i
         (from 0) drops with `rate · i / num_blocks`. Default 0.1, the
         reference NF-ResNet's.
       width_multiplier: scales the stem and stage filters. Default 1.0.
@@ -247,7 +248,7 @@ class NFResNet(tf_keras.Model):
         activation="relu",
         alpha=0.2,
         skip_gain_init=0.0,
-        stochastic_depth_rate=0.1,
+        stochastic_depth_drop_rate=0.1,
         width_multiplier=1.0,
         scaled_final_activation=True,
         kernel_initializer="he_normal",
@@ -257,8 +258,8 @@ class NFResNet(tf_keras.Model):
     ):
         self._model_id = _check_model_id(model_id)
         self._activation = activation
-        self._alpha, self._skip_gain_init, self._stochastic_depth_rate, self._width_multiplier = check_options(
-            activation, alpha, skip_gain_init, stochastic_depth_rate, width_multiplier)
+        self._alpha, self._skip_gain_init, self._stochastic_depth_drop_rate, self._width_multiplier = check_options(
+            activation, alpha, skip_gain_init, stochastic_depth_drop_rate, width_multiplier)
         self._scaled_final_activation = bool(scaled_final_activation)
         self._data_format = arguments.check_data_format(
             data_format or tf_keras.backend.image_data_format()
@@ -270,7 +271,7 @@ class NFResNet(tf_keras.Model):
         inputs = tf_keras.Input(shape=self._input_specs.shape[1:])
         endpoints = nf_resnet_endpoints(
             inputs, TF_KERAS_LAYERS, self._model_id, activation=activation, alpha=self._alpha,
-            skip_gain_init=self._skip_gain_init, stochastic_depth_rate=self._stochastic_depth_rate,
+            skip_gain_init=self._skip_gain_init, stochastic_depth_drop_rate=self._stochastic_depth_drop_rate,
             width_multiplier=self._width_multiplier, scaled_final_activation=self._scaled_final_activation,
             kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer,
             data_format=self._data_format,
@@ -293,7 +294,7 @@ class NFResNet(tf_keras.Model):
             "activation": self._activation,
             "alpha": self._alpha,
             "skip_gain_init": self._skip_gain_init,
-            "stochastic_depth_rate": self._stochastic_depth_rate,
+            "stochastic_depth_drop_rate": self._stochastic_depth_drop_rate,
             "width_multiplier": self._width_multiplier,
             "scaled_final_activation": self._scaled_final_activation,
             "kernel_initializer": self._kernel_initializer,
@@ -320,7 +321,7 @@ def build_nf_resnet(model_id, input_shape=None, input_specs=None, num_classes=No
         `"normal"` N(0, 0.01) (default, the reference NF-ResNet's), `"zeros"`
         (NFNets' zero-initialised classifier) or an initializer.
       **kwargs: as `NFResNet` (activation, alpha, skip_gain_init,
-        stochastic_depth_rate, width_multiplier, scaled_final_activation,
+        stochastic_depth_drop_rate, width_multiplier, scaled_final_activation,
         kernel_regularizer, data_format, ...).
     """
     return classifier.backbone_or_classifier(
@@ -336,7 +337,7 @@ def _build_backbone(config, input_specs, data_format, kernel_regularizer):
         activation=config.activation,
         alpha=config.alpha,
         skip_gain_init=config.skip_gain_init,
-        stochastic_depth_rate=config.stochastic_depth_rate,
+        stochastic_depth_drop_rate=config.stochastic_depth_drop_rate,
         width_multiplier=config.width_multiplier,
         scaled_final_activation=config.scaled_final_activation,
         kernel_regularizer=kernel_regularizer,
