@@ -141,16 +141,18 @@ def plot_signal_propagation(results, path, title="Signal propagation at initiali
 
     figure, axes = pyplot.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     panels = (
-        ("squared_mean", "Average channel squared mean"),
-        ("variance", "Average channel variance"),
-        ("residual_variance", "Residual average channel variance"),
+        ("squared_mean", "Average channel squared mean", "mean over channels of (channel mean)²"),
+        ("variance", "Average channel variance", "mean over channels of channel variance"),
+        ("residual_variance", "Residual average channel variance",
+         "residual branch: mean channel variance"),
     )
-    for axis, (field, label) in zip(axes, panels):
+    for axis, (field, label, ylabel) in zip(axes, panels):
         for name, result in results.items():
             values = getattr(result, field)
             axis.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=name)
         axis.set_yscale("log")
         axis.set_xlabel("residual block (depth)")
+        axis.set_ylabel(f"{ylabel} (log scale)")
         axis.set_title(label)
         axis.grid(True, which="major", alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -158,6 +160,15 @@ def plot_signal_propagation(results, path, title="Signal propagation at initiali
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
     return path
+
+
+def describe(label, result):
+    """One line: the number of blocks and the range over blocks of each statistic."""
+    def span(values):
+        return f"{np.min(values):.3g}–{np.max(values):.3g}"
+
+    return (f"{label}: {len(result.block_names)} blocks; over the blocks: squared mean {span(result.squared_mean)}, "
+            f"variance {span(result.variance)}, residual variance {span(result.residual_variance)}")
 
 
 # -- models named on the command line -----------------------------------------------
@@ -192,7 +203,7 @@ def build_backbone(spec, input_shape=(32, 32, 3)):
     """A backbone from a command-line name.
 
     `nf_resnet{depth}` (NF-ResNet, SkipInit gain 1 so branches contribute at
-    init), `resnet{depth}:{norm_act}` (pre-activation `NormActResNet`, e.g.
+    init, no stochastic depth), `resnet{depth}:{norm_act}` (pre-activation `NormActResNet`, e.g.
     `resnet20:bn_relu`, `resnet56:evonorm_s0`) or `resnet{depth}:none`
     (unnormalized ReLU ResNet, He initialization).
     """
@@ -205,7 +216,8 @@ def build_backbone(spec, input_shape=(32, 32, 3)):
     if family == "nf_resnet":
         if norm_act:
             raise ValueError(f"nf_resnet takes no norm-act, received {spec!r}")
-        return nf_resnet.build_nf_resnet(depth, input_shape=input_shape, skip_gain_init=1.0)
+        return nf_resnet.build_nf_resnet(depth, input_shape=input_shape, skip_gain_init=1.0,
+                                         stochastic_depth_drop_rate=0.0)
     if norm_act in (None, "none"):
         return resnet.build_resnet(
             depth, UnnormalizedFactory(), input_shape=input_shape, preactivation=True,
@@ -232,9 +244,7 @@ def main(argv=None):
         tf_keras.utils.set_random_seed(args.seed)
         model = build_backbone(spec, input_shape)
         results[spec] = signal_propagation(model, inputs, training=True)
-        final = results[spec]
-        print(f"{spec}: {len(final.block_names)} blocks, final squared mean {final.squared_mean[-1]:.3g}, "
-              f"variance {final.variance[-1]:.3g}, residual variance {final.residual_variance[-1]:.3g}")
+        print(describe(spec, results[spec]))
     plot_signal_propagation(results, args.output)
     print(f"wrote {args.output}")
     return 0
