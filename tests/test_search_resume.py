@@ -100,16 +100,20 @@ def test_a_search_stopped_anywhere_and_resumed_ends_with_the_uninterrupted_recor
 
 def test_sigint_stops_with_the_in_flight_proposal_evaluated_again_on_resume(reference, tmp_path):
     config = _config()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     executor = ThreadedFakeExecutor(2, jitter=0.05, interrupt_at=12)
-    with pytest.raises(loop.SearchStopped) as stopped:
-        _run(tmp_path, config, executor=executor)
+    try:
+        with pytest.raises(loop.SearchStopped) as stopped:
+            _run(tmp_path, config, executor=executor)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert stopped.value.signal_name == "SIGINT" and stopped.value.in_flight
     stored = {r["proposal_id"] for r in store.Store(str(tmp_path)).load()}
     assert not set(stopped.value.in_flight) & stored             # in flight: not recorded...
     resumed = _comparable(_run(tmp_path, config))
     assert resumed == reference                                   # ...but evaluated on resume
     assert set(stopped.value.in_flight) <= {r["proposal_id"] for r in resumed}
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
 
 
 def test_cli_reports_a_signal_in_one_line_and_a_non_zero_status(tmp_path, capsys, monkeypatch):

@@ -98,7 +98,8 @@ class _StopSignals:
 
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._handle)
+                if signal.getsignal(number) is not signal.SIG_IGN:   # e.g. SIGINT under nohup
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, number, frame):
