@@ -127,16 +127,18 @@ def test_local_process_pool_evaluates_in_workers():
 
 
 def test_cli_compare_report_and_rerank_at_tiny_scale(tmp_path, capsys):
+    # The smallest documented run (docs/search.md, "Commands"): it accepts a candidate in each method.
     tiny = ["--anchors", "resnet", "--num-train", "128", "--num-test", "64", "--width", "8",
-            "--train-steps", "3", "--quality-steps", "2", "--quality-threshold", "0",
-            "--stability-steps", "1", "--population-size", "2", "--tournament-size", "2",
-            "--workers", "0", "--no-progress"]
+            "--train-steps", "3", "--quality-steps", "3", "--quality-threshold", "0",
+            "--stability-steps", "2", "--population-size", "2", "--tournament-size", "2",
+            "--workers", "0", "--seed", "2", "--no-progress"]
     output = str(tmp_path / "compare")
-    cli.main(["compare", "--output", output, "--max-candidates", "2", *tiny])
+    cli.main(["compare", "--output", output, "--max-candidates", "4", *tiny])
     assert os.path.exists(os.path.join(output, "progress.png"))
     for method in ("random", "random_rejection", "evolution"):
         summary = json.load(open(os.path.join(output, method, "summary.json")))
-        assert summary["evaluated"] == 2 and summary["method"] == method
+        assert summary["evaluated"] == 4 and summary["method"] == method
+        assert summary["rejections"].get("accepted", 0) >= 1
         assert os.path.exists(os.path.join(output, method, "leaderboard.csv"))
     cli.main(["rerank", "--runs", os.path.join(output, "random"), "--output", str(tmp_path / "rr"),
               "--top", "1", "--steps", "2", "--baselines", "bn_relu"])
