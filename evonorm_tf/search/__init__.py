@@ -9,9 +9,15 @@ Modules, one per concept:
 - `mutation`: random genomes, the three-step mutation, functional-equivalence hashing.
 - `proxy`: the proxy tasks (offline textures, TFDS cifar10) and the anchor architectures.
 - `rejection`: quality, stability and numerical rejection.
-- `evolution`: regularized evolution with the Average or Pareto tournament (PyGlove),
-  random search baselines, process-pool / Ray evaluation.
-- `store`: atomic persistence and resume; `report`: leaderboard, Pareto front, plots.
+- `config`: `SearchConfig`, the settings of one search.
+- `evaluation`: one candidate through the rejection tests and the proxy training.
+- `executors`: in-process, process-pool and Ray evaluation.
+- `encoding`: genomes as PyGlove DNA.
+- `evolution`: proposals: regularized evolution with the Average or Pareto tournament
+  (PyGlove operators) and random search, keyed by proposal index.
+- `loop`: the search loop (parallel evaluation, resume, SIGINT/SIGTERM).
+- `store`: atomic persistence; `report`: leaderboard, Pareto front, summary, re-ranking;
+  `plots`: progress plots; `comparison`: several seeds per method.
 - `__main__`: the command line (`python -m evonorm_tf.search --help`).
 
 Only `space`, `compiler` and `layers` are imported here; the others import
