@@ -31,10 +31,15 @@ class NormActivation(hyperparams.Config):
       momentum: moving-average momentum (BN and B-series). 0.9 as the authors'
         code; EfficientNet's BN uses 0.99.
       epsilon: added inside square roots. 1e-5 as the authors' code.
-      groups: requested group count (GN and S-series); channel counts it does
-        not divide use the largest divisor below it.
+      groups: group count (GN and S-series). A layer whose channel count it
+        does not divide is an error at model construction naming the layer,
+        unless `adjust_groups` is true.
       synchronized: batch statistics over all replicas (BN and B-series).
         False (default): per-replica statistics, as the authors' TPU runs.
+      adjust_groups: true: a layer whose channels `groups` does not divide
+        uses the largest divisor below it (the authors' rule; EfficientNet's
+        24-, 40- and 144-channel layers need it with 32 groups). Recorded in
+        the saved `params.yaml` with the rest of the config.
     """
 
     type: str = "evonorm_b0"
@@ -42,6 +47,7 @@ class NormActivation(hyperparams.Config):
     epsilon: float = 1e-5
     groups: int = 32
     synchronized: bool = False
+    adjust_groups: bool = False
 
 
 @dataclasses.dataclass
@@ -65,7 +71,9 @@ class NormActEfficientNet(hyperparams.Config):
     """`evonorm_tf.modeling.NormActEfficientNet` (see its docstring).
 
     `width_scale` / `depth_scale` override the model's scaling (null: those
-    of `model_id`), for small smoke-test models.
+    of `model_id`), for small smoke-test models. Its norm-act adjusts group
+    counts by default (`adjust_groups: true`): its 24-, 40-, 112- and
+    144-channel layers are not multiples of 32.
     """
 
     model_id: str = "b0"
@@ -73,7 +81,9 @@ class NormActEfficientNet(hyperparams.Config):
     stochastic_depth_drop_rate: float = 0.2
     width_scale: Optional[float] = None
     depth_scale: Optional[float] = None
-    norm_activation: NormActivation = dataclasses.field(default_factory=NormActivation)
+    norm_activation: NormActivation = dataclasses.field(
+        default_factory=lambda: NormActivation(adjust_groups=True)
+    )
 
 
 @dataclasses.dataclass
@@ -103,20 +113,34 @@ class Backbone(backbones.Backbone):
     evonorm_spinenet: NormActSpineNet = dataclasses.field(default_factory=NormActSpineNet)
 
 
+def check_norm_activation(key, config):
+    """Raises ValueError naming `key.<field>` for a bad field of a `NormActivation` config."""
+    name = config.type
+    if not isinstance(name, str) or name.strip().lower() not in NORM_ACT_NAMES:
+        raise ValueError(f"{key}.type={name!r} is not a norm-act; valid names: {', '.join(NORM_ACT_NAMES)}")
+    groups = config.groups
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{key}.groups must be a positive integer, received {groups!r}")
+    epsilon = config.epsilon
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
+        raise ValueError(f"{key}.epsilon must be a number > 0, received {epsilon!r}")
+    momentum = config.momentum
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+        raise ValueError(f"{key}.momentum must be a number in [0, 1), received {momentum!r}")
+    for flag in ("synchronized", "adjust_groups"):
+        if not isinstance(getattr(config, flag), bool):
+            raise ValueError(f"{key}.{flag} must be true or false, received {getattr(config, flag)!r}")
+
+
 def check_backbone(backbone):
-    """Raises ValueError for an unknown norm-act name or model id in the active sub-config."""
+    """Raises ValueError for a bad norm-act field or an unknown model id in the active sub-config."""
     if backbone.type not in ("evonorm_resnet", "evonorm_efficientnet", "evonorm_spinenet"):
         return
     from evonorm_tf.modeling.backbones import EFFICIENTNET_SCALING, RESNET_SPECS, SPINENET_SCALING
 
     config = backbone.get()
     prefix = f"task.model.backbone.{backbone.type}"
-    name = config.norm_activation.type
-    if not isinstance(name, str) or name.strip().lower() not in NORM_ACT_NAMES:
-        raise ValueError(
-            f"{prefix}.norm_activation.type={name!r} is not a norm-act; valid names: "
-            f"{', '.join(NORM_ACT_NAMES)}"
-        )
+    check_norm_activation(f"{prefix}.norm_activation", config.norm_activation)
     valid_ids = {
         "evonorm_resnet": RESNET_SPECS,
         "evonorm_efficientnet": EFFICIENTNET_SCALING,

@@ -24,9 +24,14 @@ from official.vision.tasks import maskrcnn as mg_maskrcnn_task
 from official.vision.configs import decoders
 from official.vision.configs import maskrcnn as maskrcnn_config
 
-from evonorm_tf.configs.backbones import Backbone, NormActivation, NormActResNet, check_backbone
+from evonorm_tf.configs.backbones import (
+    Backbone,
+    NormActivation,
+    NormActResNet,
+    check_backbone,
+    check_norm_activation,
+)
 from evonorm_tf.configs.backbones import NormActSpineNet
-from evonorm_tf.factory import NORM_ACT_NAMES
 from evonorm_tf.modeling import decoders as _decoders  # noqa: F401  (registers evonorm_fpn)
 from evonorm_tf.modeling.heads import maskrcnn as maskrcnn_builder
 
@@ -99,11 +104,6 @@ class NormActMaskRCNNTask(mg_maskrcnn_task.MaskRCNNTask):
         return model
 
 
-def _check_norm_act_name(key, name):
-    if not isinstance(name, str) or name.strip().lower() not in NORM_ACT_NAMES:
-        raise ValueError(f"{key}={name!r} is not a norm-act; valid names: {', '.join(NORM_ACT_NAMES)}")
-
-
 @dataclasses.dataclass
 class ExperimentConfig(cfg.ExperimentConfig):
     """`cfg.ExperimentConfig` whose `validate()` also checks every norm-act name.
@@ -117,11 +117,10 @@ class ExperimentConfig(cfg.ExperimentConfig):
         model = self.task.model
         check_backbone(model.backbone)
         if model.decoder.type == "evonorm_fpn":
-            _check_norm_act_name(
-                "task.model.decoder.evonorm_fpn.norm_activation.type",
-                model.decoder.evonorm_fpn.norm_activation.type,
+            check_norm_activation(
+                "task.model.decoder.evonorm_fpn.norm_activation", model.decoder.evonorm_fpn.norm_activation
             )
-        _check_norm_act_name("task.model.heads_norm_activation.type", model.heads_norm_activation.type)
+        check_norm_activation("task.model.heads_norm_activation", model.heads_norm_activation)
 
 
 def _from_reference(name, backbone, decoder, restrictions=()):
