@@ -4,7 +4,8 @@ Each case runs one entry point as a user would, in a subprocess: the
 `tpu_scripts/*.py` drivers (with `TF_CPP_MIN_LOG_LEVEL=3`, which silences
 TensorFlow's C++ start-up lines) and the `python -m evonorm_tf.*` commands
 (without it: they keep those lines off the console themselves). The one line
-must name the bad value (`expected`).
+must name the bad value (`expected`). Set `EVONORM_TF_TRACEBACK=1` to see
+a traceback instead (evonorm_tf/command_line.py).
 """
 
 import os
@@ -162,7 +163,19 @@ def case_folder(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("make_command, expected", [case[1:] for case in CASES], ids=[c[0] for c in CASES])
+# One case per entry point runs in CI (each starts TensorFlow: seconds); the rest with `pytest -m slow`.
+CI_CASES = ("train-missing-config-file", "train-groups-zero", "train-input-path-matches-nothing",
+            "coco-missing-coco-dir", "imagenet-missing-image-dir", "demo-negative-batch-size",
+            "signal-unknown-backbone", "gan-negative-steps")
+
+
+def _params():
+    return [pytest.param(make_command, expected, id=name,
+                         marks=() if name in CI_CASES else pytest.mark.slow)
+            for name, make_command, expected in CASES]
+
+
+@pytest.mark.parametrize("make_command, expected", _params())
 def test_bad_input_gives_one_line_and_a_nonzero_exit(make_command, expected, case_folder):
     command = make_command(str(case_folder))
     run = subprocess.run(command, capture_output=True, text=True, env=_environment(command), cwd=ROOT,

@@ -109,10 +109,15 @@ def _check(result, scope):
     assert not bad_gradients, f"non-finite gradients: {bad_gradients[:20]}"
 
 
+# float32 cannot square 1e30 (the variance of such inputs overflows to inf):
+# docs/robustness.md lists the layers whose gradients are then non-finite.
+EXTREME_SCALE_CASES = ("scale_1e30", "constant_minus_1e30")
+
+
 @pytest.mark.parametrize("policy", POLICIES)
-def test_sweep_tf_keras_small_inputs(policy):
-    """CI share of the sweep: the tf_keras front-end (Model Garden's), every case but 4096 channels."""
-    cases = tuple(case for case in CASES if case != "channels_4096")
+def test_sweep_tf_keras(policy):
+    """CI share of the sweep: the tf_keras front-end (Model Garden's), inputs within float32's squares."""
+    cases = tuple(case for case in CASES if case not in EXTREME_SCALE_CASES + ("channels_4096",))
     result = run_sweep(front_ends=("tf_keras",), policies=(policy,), cases=cases)
     assert result[0] == len(NAMES) * len(cases) * 2
     _check(result, f"tf_keras, {policy}, {len(NAMES)} norm-acts x {len(cases)} inputs")
@@ -120,7 +125,42 @@ def test_sweep_tf_keras_small_inputs(policy):
 
 @pytest.mark.slow
 def test_full_adversarial_sweep():
-    result = run_sweep()
-    assert result[0] == len(FRONT_ENDS) * len(POLICIES) * len(NAMES) * len(CASES) * 2
-    _check(result, f"{len(FRONT_ENDS)} front-ends x {len(POLICIES)} dtype policies x {len(NAMES)} "
-                   f"norm-acts x {len(CASES)} inputs")
+    """Everything; non-finite values are allowed only for the documented extreme-scale cases."""
+    tried, bad_outputs, bad_gradients = run_sweep()
+    assert tried == len(FRONT_ENDS) * len(POLICIES) * len(NAMES) * len(CASES) * 2
+    scope = (f"{len(FRONT_ENDS)} front-ends x {len(POLICIES)} dtype policies x {len(NAMES)} norm-acts "
+             f"x {len(CASES)} inputs")
+    print("\n" + _summary(tried, bad_outputs, bad_gradients, scope))
+    for label in bad_outputs + bad_gradients:
+        print("  non-finite:", label)
+    unexpected = [label for label in bad_outputs + bad_gradients
+                  if label.split("/")[3] not in EXTREME_SCALE_CASES]
+    assert not unexpected, unexpected
+
+
+def main():
+    """Runs the whole sweep one (front-end, policy) at a time, printing each part's summary."""
+    import time
+
+    total = [0, [], []]
+    for front_end in ("tf_keras", "keras3"):
+        for policy in POLICIES:
+            start = time.time()
+            tried, bad_outputs, bad_gradients = run_sweep(front_ends=(front_end,), policies=(policy,))
+            total[0] += tried
+            total[1] += bad_outputs
+            total[2] += bad_gradients
+            print(f"{front_end} {policy}: {tried} cases, non-finite outputs {len(bad_outputs)}, "
+                  f"gradients {len(bad_gradients)} ({time.time() - start:.0f}s)", flush=True)
+            for label in bad_outputs:
+                print("  OUT", label, flush=True)
+            for label in bad_gradients:
+                print("  GRAD", label, flush=True)
+    print("TOTAL", total[0], len(total[1]), len(total[2]), flush=True)
+
+
+if __name__ == "__main__":
+    # python tests/test_robustness_sweep.py  (from the repository root, PYTHONPATH=.)
+    import conftest  # noqa: F401  (the test set-up: quiet logs, two logical CPUs)
+
+    main()

@@ -115,23 +115,36 @@ def check_data_paths(params):
         if not input_path or getattr(data, "tfds_name", None):
             continue
         patterns = input_path.split(",") if isinstance(input_path, str) else list(input_path)
-        for pattern in patterns:
-            if pattern.strip() and not tf.io.gfile.glob(pattern.strip()):
+        for pattern in (pattern.strip() for pattern in patterns):
+            try:
+                matches = tf.io.gfile.glob(pattern) if pattern else [None]
+            except tf.errors.OpError as error:
                 raise command_line.CommandLineError(
-                    f"task.{split}.input_path={pattern.strip()!r} matches no file "
+                    f"task.{split}.input_path={pattern!r} cannot be listed: {command_line.one_line(error)}"
+                ) from error
+            if not matches:
+                raise command_line.CommandLineError(
+                    f"task.{split}.input_path={pattern!r} matches no file "
                     "(tpu_scripts/prepare_imagenet.py and prepare_coco.py write the records)"
                 )
+    annotation_file = getattr(params.task, "annotation_file", None)
+    if "eval" in FLAGS.mode and annotation_file and not tf.io.gfile.exists(annotation_file):
+        raise command_line.CommandLineError(f"task.annotation_file={annotation_file!r} does not exist")
 
 
 def check_counts(params):
     """Step counts and batch sizes must be positive (Model Garden accepts 0 and negatives)."""
-    counts = {"trainer.steps_per_loop": params.trainer.steps_per_loop}
+    keys = ["trainer.steps_per_loop"]
     if "train" in FLAGS.mode:
-        counts["trainer.train_steps"] = params.trainer.train_steps
-        counts["task.train_data.global_batch_size"] = params.task.train_data.global_batch_size
-    if "eval" in FLAGS.mode and getattr(params.task, "validation_data", None) is not None:
-        counts["task.validation_data.global_batch_size"] = params.task.validation_data.global_batch_size
-    for key, value in counts.items():
+        keys += ["trainer.train_steps", "task.train_data.global_batch_size"]
+    if "eval" in FLAGS.mode:
+        keys += ["task.validation_data.global_batch_size"]
+    for key in keys:
+        value = params
+        for part in key.split("."):
+            value = getattr(value, part, None)
+        if value is None:  # a task without this field
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise command_line.CommandLineError(f"{key} must be a positive integer, received {value!r}")
 
