@@ -112,9 +112,16 @@ def test_train_console_shows_each_model_garden_line_once(tmp_path):
     # Progress lines stay, once each.
     assert console.count("train | step:      0 | training until step 2...") == 1, console[-3000:]
     assert console.count("saved checkpoint to") == 1, console[-3000:]
-    # absl's Python log lines appear once each (one handler), timestamps aside.
-    messages = [re.sub(r"^[IWEF]\d{4} [\d:.]+\s+\d+ ", "", line) for line in run.stderr.splitlines()
-                if re.match(r"^[IWEF]\d{4} ", line)]
-    repeated = [message for message, count in collections.Counter(messages).items() if count > 1]
+    # Each log record reaches the console once: no line twice with the same timestamp (two absl
+    # handlers), and no absl message echoed in another format (python logging's, or a print).
+    absl_format = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\] (.*)$")
+    lines = console.splitlines()
+    timestamped = [line for line in lines if absl_format.match(line)]
+    repeated = [line for line, count in collections.Counter(timestamped).items() if count > 1]
     assert not repeated, repeated
+    messages = {absl_format.match(line).group(1).strip() for line in timestamped}
+    messages.discard("")
+    echoed = [line for line in lines if not absl_format.match(line) and line.strip()
+              and any(line.strip().endswith(message) for message in messages)]
+    assert not echoed, echoed[:10]
     assert "retracing" not in console

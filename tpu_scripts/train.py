@@ -24,6 +24,7 @@ code.
 """
 
 import os
+import pprint
 import sys
 
 from absl import flags, logging
@@ -164,13 +165,15 @@ def parse_experiment():
         ) from error
     check_flags()
     try:
-        params = train_utils.parse_configuration(FLAGS)
+        params = train_utils.parse_configuration(FLAGS, print_return=False)
     except (KeyError, ValueError, TypeError, AttributeError) as error:
         raise command_line.CommandLineError(
             f"invalid configuration for {FLAGS.experiment!r}: {command_line.one_line(error)}"
         ) from error
     check_counts(params)
     check_data_paths(params)
+    # Logged once the configuration is known to be usable (Model Garden logs it while parsing).
+    logging.info("Final experiment parameters:\n%s", pprint.pformat(params.as_dict()))
     return params
 
 
