@@ -3,9 +3,10 @@
 For each (front-end, dtype policy, norm-act, input case) a fresh layer runs
 in training and in inference mode; the output and the gradients of a linear
 loss `sum(y * r)` (fixed random `r`) with respect to the input and every
-trainable weight must be finite. The sweep prints a summary:
+trainable weight must be finite, except for the cases of `KNOWN_NON_FINITE`.
+The sweep prints a summary:
 
-    adversarial sweep: 1320 cases (...), non-finite outputs: 0, non-finite gradients: 0
+    adversarial sweep: 1320 cases (...), non-finite outputs: N, non-finite gradients: M
 
 Input cases: zeros, a constant, values of scale 1e30 (both signs), a
 constant -1e30, values of scale 1e-30, mean 1e4 (std 1), batch 1, 1x1
@@ -102,22 +103,37 @@ def _summary(tried, bad_outputs, bad_gradients, scope):
             f"non-finite outputs: {len(bad_outputs)}, non-finite gradients: {len(bad_gradients)}")
 
 
+# Non-finite values the sweep finds today, as (policy, norm-act, case), any front-end and mode
+# (docs/robustness.md): float32 cannot hold the square of 1e30 (the gradients of these
+# EvoNorms' variances overflow), and float16 cannot hold the square of 1e4 (the statistics of
+# these EvoNorms overflow under mixed_float16). A fix removes entries; a new failure fails.
+KNOWN_NON_FINITE = frozenset(
+    [(policy, name, case) for policy in ("float32", "mixed_bfloat16")
+     for name, case in (("evonorm_b0", "scale_1e30"), ("evonorm_b2", "constant_minus_1e30"),
+                        ("evonorm_s0", "scale_1e30"))]
+    + [("mixed_float16", name, "constant_minus_1e30") for name in ("evonorm_b0", "evonorm_b1")]
+    + [("mixed_float16", name, "mean_1e4") for name in ("evonorm_b2", "evonorm_s0", "evonorm_s1")]
+)
+
+
+def _unexpected(labels):
+    """Labels `front_end/policy/name/case/training=...` not in `KNOWN_NON_FINITE`."""
+    return [label for label in labels if tuple(label.split("/")[1:4]) not in KNOWN_NON_FINITE]
+
+
 def _check(result, scope):
     tried, bad_outputs, bad_gradients = result
     print("\n" + _summary(tried, bad_outputs, bad_gradients, scope))
-    assert not bad_outputs, f"non-finite outputs: {bad_outputs[:20]}"
-    assert not bad_gradients, f"non-finite gradients: {bad_gradients[:20]}"
-
-
-# float32 cannot square 1e30 (the variance of such inputs overflows to inf):
-# docs/robustness.md lists the layers whose gradients are then non-finite.
-EXTREME_SCALE_CASES = ("scale_1e30", "constant_minus_1e30")
+    for label in bad_outputs + bad_gradients:
+        print("  non-finite:", label)
+    assert not _unexpected(bad_outputs), f"non-finite outputs: {_unexpected(bad_outputs)[:20]}"
+    assert not _unexpected(bad_gradients), f"non-finite gradients: {_unexpected(bad_gradients)[:20]}"
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_sweep_tf_keras(policy):
-    """CI share of the sweep: the tf_keras front-end (Model Garden's), inputs within float32's squares."""
-    cases = tuple(case for case in CASES if case not in EXTREME_SCALE_CASES + ("channels_4096",))
+    """CI share of the sweep: the tf_keras front-end (Model Garden's), every case but 4096 channels."""
+    cases = tuple(case for case in CASES if case != "channels_4096")
     result = run_sweep(front_ends=("tf_keras",), policies=(policy,), cases=cases)
     assert result[0] == len(NAMES) * len(cases) * 2
     _check(result, f"tf_keras, {policy}, {len(NAMES)} norm-acts x {len(cases)} inputs")
@@ -125,17 +141,10 @@ def test_sweep_tf_keras(policy):
 
 @pytest.mark.slow
 def test_full_adversarial_sweep():
-    """Everything; non-finite values are allowed only for the documented extreme-scale cases."""
-    tried, bad_outputs, bad_gradients = run_sweep()
-    assert tried == len(FRONT_ENDS) * len(POLICIES) * len(NAMES) * len(CASES) * 2
-    scope = (f"{len(FRONT_ENDS)} front-ends x {len(POLICIES)} dtype policies x {len(NAMES)} norm-acts "
-             f"x {len(CASES)} inputs")
-    print("\n" + _summary(tried, bad_outputs, bad_gradients, scope))
-    for label in bad_outputs + bad_gradients:
-        print("  non-finite:", label)
-    unexpected = [label for label in bad_outputs + bad_gradients
-                  if label.split("/")[3] not in EXTREME_SCALE_CASES]
-    assert not unexpected, unexpected
+    result = run_sweep()
+    assert result[0] == len(FRONT_ENDS) * len(POLICIES) * len(NAMES) * len(CASES) * 2
+    _check(result, f"{len(FRONT_ENDS)} front-ends x {len(POLICIES)} dtype policies x {len(NAMES)} "
+                   f"norm-acts x {len(CASES)} inputs")
 
 
 def main():
