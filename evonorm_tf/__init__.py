@@ -14,9 +14,14 @@ that register into it when imported.
     outputs = evonorm_tf.EvoNormB0()(keras.layers.Conv2D(64, 3)(inputs))
 """
 
-from evonorm_tf import formulas, registry, statistics
-from evonorm_tf.factory import NORM_ACT_NAMES, get_norm_act
-from evonorm_tf.layers import (
+# `python -m evonorm_tf.<command>`: TensorFlow's C++ start-up lines stay off the console.
+from evonorm_tf import console_logging as _console_logging  # noqa: I001  (before TensorFlow)
+
+_console_logging.quiet_command_start()
+
+from evonorm_tf import formulas, registry, statistics  # noqa: E402
+from evonorm_tf.factory import NORM_ACT_NAMES, get_norm_act  # noqa: E402
+from evonorm_tf.layers import (  # noqa: E402
     BatchNormReLU,
     BatchNormSiLU,
     EvoNormB0,
@@ -29,7 +34,7 @@ from evonorm_tf.layers import (
     GroupNormReLU,
     GroupNormSiLU,
 )
-from evonorm_tf.shadow_batch_norm import ShadowBatchNormalization
+from evonorm_tf.shadow_batch_norm import ShadowBatchNormalization  # noqa: E402
 
 __version__ = "0.1.0"
 

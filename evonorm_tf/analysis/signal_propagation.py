@@ -26,15 +26,16 @@ Reference: Brock, De, Smith. Characterizing signal propagation to close the
 performance gap in unnormalized ResNets. arXiv:2101.08692 (§2).
 """
 
-import argparse
 import collections
+import os
 import re
-import sys
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from evonorm_tf import command_line
+from evonorm_tf.factory import NORM_ACT_NAMES
 from evonorm_tf.modeling.backbones import nf_resnet, resnet
 from evonorm_tf.modeling.layers.residual import ScaledResidualAdd
 from evonorm_tf.modeling.norm_act import NormActFactory
@@ -199,6 +200,26 @@ class UnnormalizedFactory(NormActFactory):
 _BACKBONE_PATTERN = re.compile(r"^(nf_resnet|resnet)(\d+)(?::([a-z0-9_]+))?$")
 
 
+def parse_backbone_name(spec):
+    """`(family, depth, norm_act or None)` of a command-line name; ValueError naming a bad one."""
+    match = _BACKBONE_PATTERN.match(spec.strip().lower())
+    if not match:
+        raise ValueError(
+            f"backbone must look like nf_resnet20, resnet20:bn_relu or resnet20:none, received {spec!r}"
+        )
+    family, depth, norm_act = match.group(1), int(match.group(2)), match.group(3)
+    if family == "nf_resnet" and norm_act:
+        raise ValueError(f"nf_resnet takes no norm-act, received {spec!r}")
+    if norm_act not in (None, "none") and norm_act not in NORM_ACT_NAMES:
+        raise ValueError(
+            f"unknown norm-act {norm_act!r} in backbone {spec!r}; valid: none, {', '.join(NORM_ACT_NAMES)}"
+        )
+    depths = nf_resnet.NF_RESNET_SPECS if family == "nf_resnet" else resnet.RESNET_SPECS
+    if depth not in depths:
+        raise ValueError(f"{family} depth {depth} in backbone {spec!r} is not one of {sorted(depths)}")
+    return family, depth, norm_act
+
+
 def build_backbone(spec, input_shape=(32, 32, 3)):
     """A backbone from a command-line name.
 
@@ -207,12 +228,7 @@ def build_backbone(spec, input_shape=(32, 32, 3)):
     `resnet20:bn_relu`, `resnet56:evonorm_s0`) or `resnet{depth}:none`
     (unnormalized ReLU ResNet, He initialization).
     """
-    match = _BACKBONE_PATTERN.match(spec.strip().lower())
-    if not match:
-        raise ValueError(
-            f"backbone must look like nf_resnet20, resnet20:bn_relu or resnet20:none, received {spec!r}"
-        )
-    family, depth, norm_act = match.group(1), int(match.group(2)), match.group(3)
+    family, depth, norm_act = parse_backbone_name(spec)
     if family == "nf_resnet":
         if norm_act:
             raise ValueError(f"nf_resnet takes no norm-act, received {spec!r}")
@@ -226,8 +242,11 @@ def build_backbone(spec, input_shape=(32, 32, 3)):
     return resnet.build_resnet(depth, norm_act, input_shape=input_shape, preactivation=True)
 
 
+PROG = "python -m evonorm_tf.analysis.signal_propagation"
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_line.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", action="append", required=True,
                         help="nf_resnet{depth}, resnet{depth}:{norm_act} or resnet{depth}:none; repeatable")
     parser.add_argument("--output", required=True, help="PNG file to write")
@@ -236,6 +255,14 @@ def main(argv=None):
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    for flag in ("batch_size", "image_size", "channels"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, received {getattr(args, flag)}")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        parser.error(f"--output={args.output!r}: the folder {folder!r} does not exist")
+    for spec in args.backbone:  # every name is checked before the first model is built
+        parse_backbone_name(spec)
     input_shape = (args.image_size, args.image_size, args.channels)
     inputs = np.random.default_rng(args.seed).standard_normal(
         (args.batch_size, *input_shape)).astype(np.float32)
@@ -251,4 +278,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command_line.run(main, prog=PROG)

@@ -44,10 +44,16 @@ class NormActivation(hyperparams.Config):
       momentum: moving-average momentum (BN and B-series). Layer default 0.9,
         as the authors' code.
       epsilon: added inside square roots. Layer default 1e-5, as the authors' code.
-      groups: requested group count (GN and S-series); channel counts it does
-        not divide use the largest divisor below it. Layer default 32.
+      groups: group count (GN and S-series). Layer default 32. A layer whose
+        channel count it does not divide is an error at model construction
+        naming the layer, unless `adjust_groups` is true.
       synchronized: batch statistics over all replicas (BN and B-series).
         Layer default False (per-replica statistics, as the authors' TPU runs).
+      adjust_groups: true: a layer whose channels `groups` does not divide
+        uses the largest divisor below it (the authors' rule; EfficientNet's
+        24-, 40- and 144-channel layers need it with 32 groups), logged once
+        per model with the layers it changed and recorded in each layer's
+        config. Recorded in the saved `params.yaml` with the rest of the config.
     """
 
     type: str = "evonorm_b0"
@@ -55,6 +61,7 @@ class NormActivation(hyperparams.Config):
     epsilon: Optional[float] = None
     groups: Optional[int] = None
     synchronized: Optional[bool] = None
+    adjust_groups: bool = False
 
 
 @dataclasses.dataclass
@@ -78,7 +85,9 @@ class NormActEfficientNet(hyperparams.Config):
     """`evonorm_tf.modeling.NormActEfficientNet` (see its docstring).
 
     `width_scale` / `depth_scale` override the model's scaling (null: those
-    of `model_id`), for small smoke-test models.
+    of `model_id`), for small smoke-test models. Its norm-act adjusts group
+    counts by default (`adjust_groups: true`): its 24-, 40-, 112- and
+    144-channel layers are not multiples of 32.
     """
 
     model_id: str = "b0"
@@ -86,7 +95,9 @@ class NormActEfficientNet(hyperparams.Config):
     stochastic_depth_drop_rate: float = 0.2
     width_scale: Optional[float] = None
     depth_scale: Optional[float] = None
-    norm_activation: NormActivation = dataclasses.field(default_factory=NormActivation)
+    norm_activation: NormActivation = dataclasses.field(
+        default_factory=lambda: NormActivation(adjust_groups=True)
+    )
 
 
 @dataclasses.dataclass
@@ -125,6 +136,8 @@ def check_norm_activation(key, norm_act_config, model_norm_activation=None):
     """
     from evonorm_tf.modeling import norm_act as norm_act_lib
 
+    if not isinstance(norm_act_config.adjust_groups, bool):
+        raise ValueError(f"{key}.adjust_groups must be true or false, received {norm_act_config.adjust_groups!r}")
     try:
         norm_act_lib.norm_act_factory_from_config(norm_act_config, model_norm_activation=model_norm_activation)
     except (TypeError, ValueError) as error:

@@ -28,7 +28,9 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from evonorm_tf import command_line
 from evonorm_tf.data import digits
+from evonorm_tf.factory import NORM_ACT_NAMES
 from evonorm_tf.gan import evaluation
 from evonorm_tf.gan.discriminator import Discriminator
 from evonorm_tf.gan.generator import Generator
@@ -190,8 +192,14 @@ def run(config, log=print):
     return result
 
 
+PROG = "python -m evonorm_tf.gan.train_digits"
+# Fields that count something: >= 1 (the rest: ema_start_step, seed >= 0).
+_POSITIVE_FIELDS = ("groups", "ch", "z_dim", "shared_dim", "batch_size", "discriminator_steps", "steps",
+                    "eval_every", "eval_samples")
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_line.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     for field in dataclasses.fields(DigitsGANConfig):
         if field.type is bool or field.type == "bool":
             parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction,
@@ -201,7 +209,19 @@ def parse_args(argv):
         else:
             kind = {"int": int, "float": float, "str": str}.get(field.type, field.type)
             parser.add_argument(f"--{field.name}", type=kind, default=field.default)
-    return DigitsGANConfig(**vars(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    for name in _POSITIVE_FIELDS:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, received {getattr(args, name)}")
+    if args.ema_start_step < 0:
+        parser.error(f"--ema_start_step must be >= 0, received {args.ema_start_step}")
+    if not 0.0 <= args.ema_decay < 1.0:
+        parser.error(f"--ema_decay must be in [0, 1), received {args.ema_decay}")
+    if args.norm_act.strip().lower() not in NORM_ACT_NAMES:
+        parser.error(f"--norm_act={args.norm_act!r} is not a norm-act; valid: {', '.join(NORM_ACT_NAMES)}")
+    if os.path.exists(args.model_dir) and not os.path.isdir(args.model_dir):
+        parser.error(f"--model_dir={args.model_dir!r} is a file, not a folder")
+    return DigitsGANConfig(**vars(args))
 
 
 def main(argv=None):
@@ -209,4 +229,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    command_line.run(main, prog=PROG)
