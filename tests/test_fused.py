@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from evonorm_tf import formulas, kernels
-from evonorm_tf.kernels import cpu
+from evonorm_tf.kernels import cpu_launch, cpu_sums
 
 EPS = 1e-5
 
@@ -346,7 +346,7 @@ def test_layer_training_step_and_moving_variance(name, kernel_path):
 
 
 # -- blocked spatial sums (spatial size above the kernels' block) -----------------------
-# The kernels sum more spatial positions than cpu.B_BLOCK (8) or S_BLOCK (16)
+# The kernels sum more spatial positions than cpu_sums.B_BLOCK (8) or S_BLOCK (16)
 # in blocks: 48 → 6 blocks of 8 or 3 of 16, 64 → 8 of 8 or 4 of 16, 49 → 7 of 7,
 # 37 (prime) → 37 of 1, the addition tree of cpu._finish sums the elements themselves.
 
@@ -415,16 +415,16 @@ def test_bfloat16_blocked_gradients_close_to_float32(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_uncompiled_kernels_match_compiled(kind, kernel_path):
-    """`cpu.COMPILED = False` runs the same kernels as plain TF ops: same values and gradients."""
+    """`cpu_launch.COMPILED = False` runs the same kernels as plain TF ops: same values and gradients."""
     cpu_only(kernel_path)
     x, gamma, beta, v = _inputs((2, 6, 8, 8), "channels_last", seed=23)
     dy = np.random.default_rng(24).normal(size=x.shape)
     compiled = _gradients(kind, x, gamma, beta, v, dy, "channels_last", 4)
-    cpu.COMPILED = False
+    cpu_launch.COMPILED = False
     try:
         plain = _gradients(kind, x, gamma, beta, v, dy, "channels_last", 4)
     finally:
-        cpu.COMPILED = True
+        cpu_launch.COMPILED = True
     for a, b in zip(compiled, plain):
         if a is not None:
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(a).max()))
@@ -448,16 +448,16 @@ def test_many_shapes_trace_each_kernel_once_without_retracing_warnings(caplog):
 def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, b_block, s_block, kernel_path):
     """Short blocks are what keeps the cpu kernels' sums vectorised (see cpu._block_sums)."""
     cpu_only(kernel_path)
-    assert cpu._block_size(spatial, cpu.B_BLOCK) == b_block
-    assert cpu._block_size(spatial, cpu.S_BLOCK) == s_block
+    assert cpu_sums._block_size(spatial, cpu_sums.B_BLOCK) == b_block
+    assert cpu_sums._block_size(spatial, cpu_sums.S_BLOCK) == s_block
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 6, 7, 12, 37])
 def test_tree_sum_adds_every_row_once(rows, kernel_path):
-    """The halving additions of cpu._tree_sum, odd rows set aside, against NumPy's sum."""
+    """The halving additions of cpu_sums._tree_sum, odd rows set aside, against NumPy's sum."""
     cpu_only(kernel_path)
     x = np.random.default_rng(rows).normal(size=(2, rows, 3, 4)).astype(np.float32)
-    got = tf.function(cpu._tree_sum, jit_compile=True)(tf.constant(x)).numpy()
+    got = tf.function(cpu_sums._tree_sum, jit_compile=True)(tf.constant(x)).numpy()
     assert got.shape == (2, 1, 3, 4)
     np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-6)
 
@@ -471,6 +471,6 @@ def test_materialized_keeps_every_bit(size, kernel_path):
     cpu_only(kernel_path)
     special = [np.nan, np.inf, -np.inf, -0.0, 1e-45, 3.4e38, 1.0, -2.5]
     values = np.resize(np.array(special, np.float32), size).reshape(1, 1, 1, size)
-    got = tf.function(cpu._materialized, jit_compile=True)(tf.constant(values)).numpy()
+    got = tf.function(cpu_sums._materialized, jit_compile=True)(tf.constant(values)).numpy()
     assert got.shape == values.shape
     assert got.tobytes() == values.tobytes()
