@@ -165,3 +165,54 @@ def test_builder_passes_every_field_and_rejects_one_the_backbone_lacks():
 
     with pytest.raises(ValueError, match=r"NormActResNet has no argument for the config fields \['dilation'\]"):
         registration.backbone_arguments(WithExtraField(), NormActResNet)
+
+
+def _yaml_experiment(name):
+    if name.startswith("maskrcnn_spinenet"):
+        return "evonorm_maskrcnn_spinenet_coco"
+    if name.startswith("maskrcnn_"):
+        return "evonorm_maskrcnn_resnetfpn_coco"
+    return "evonorm_resnet_imagenet" if name.startswith("resnet") else "evonorm_efficientnet_imagenet"
+
+
+# (norm_momentum, norm_epsilon, use_sync_bn) each paper YAML puts in `task.model.norm_activation`.
+AUTHORS = (0.9, 1e-5, False)  # tensorflow/tpu resnet_model.py evonorm() and its BN
+YAML_NORMS = {
+    "maskrcnn_resnet50fpn_bn_relu": (0.99, 1e-3, True),  # Model Garden's from-scratch recipe
+    "maskrcnn_resnet50fpn_evonorm_b0": (0.9, 1e-5, True),
+    "maskrcnn_resnet50fpn_evonorm_s0": AUTHORS,
+    "maskrcnn_spinenet49_evonorm_b0": (0.9, 1e-5, True),
+}
+
+
+def _expected_norm(name):
+    if "bn_silu" in name:
+        return (0.99, 1e-3, False)  # EfficientNet's BN (efficientnet_builder.py)
+    return next((values for prefix, values in YAML_NORMS.items() if name.startswith(prefix)), AUTHORS)
+
+
+def test_paper_yamls_put_the_norm_options_in_the_model_level_block():
+    import glob
+    import os
+
+    from official.core import exp_factory
+    from official.modeling import hyperparams
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "official_configs")
+    paths = sorted(p for p in glob.glob(os.path.join(root, "*_[tg]pu.yaml")) if "biggan" not in p)
+    assert len(paths) == 22
+    for path in paths:
+        name = os.path.basename(path)
+        config = hyperparams.override_params_dict(
+            exp_factory.get_exp_config(_yaml_experiment(name)), path, is_strict=True)
+        config.validate()
+        model = config.task.model
+        norm = model.norm_activation
+        assert (norm.norm_momentum, norm.norm_epsilon, norm.use_sync_bn) == _expected_norm(name), name
+        blocks = [model.backbone.get().norm_activation]
+        if name.startswith("maskrcnn_"):
+            blocks.append(model.heads_norm_activation)
+            if model.decoder.type == "evonorm_fpn":
+                blocks.append(model.decoder.evonorm_fpn.norm_activation)
+        for block in blocks:
+            assert (block.momentum, block.epsilon, block.synchronized) == (None, None, None), name

@@ -332,5 +332,5 @@ def build_efficientnet(model_id="b0", norm_act="bn_silu", input_shape=None, inpu
         norm_act=norm_act, **kwargs)
 
 
-# Model Garden builder of `backbone.type: evonorm_efficientnet`: the fields of `backbone.evonorm_efficientnet` are NormActEfficientNet's arguments.
+# Model Garden's builder of `backbone.type: evonorm_efficientnet`; the config fields are the class's arguments.
 build_efficientnet_backbone = registration.register_backbone("evonorm_efficientnet", NormActEfficientNet)

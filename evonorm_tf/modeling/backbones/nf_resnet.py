@@ -329,5 +329,5 @@ def build_nf_resnet(model_id, input_shape=None, input_specs=None, num_classes=No
         head_initializer=classifier_initializer(tf_keras, head_initializer), **kwargs)
 
 
-# Model Garden builder of `backbone.type: nf_resnet`: the fields of `backbone.nf_resnet` are NFResNet's arguments.
+# Model Garden's builder of `backbone.type: nf_resnet`; the config fields are the class's arguments.
 build_nf_resnet_backbone = registration.register_backbone("nf_resnet", NFResNet)

@@ -310,5 +310,5 @@ def build_resnet(model_id, norm_act="evonorm_b0", input_shape=None, input_specs=
         NormActResNet, model_id, input_shape, input_specs, num_classes, norm_act=norm_act, **kwargs)
 
 
-# Model Garden builder of `backbone.type: evonorm_resnet`: the fields of `backbone.evonorm_resnet` are NormActResNet's arguments.
+# Model Garden's builder of `backbone.type: evonorm_resnet`; the config fields are the class's arguments.
 build_resnet_backbone = registration.register_backbone("evonorm_resnet", NormActResNet)

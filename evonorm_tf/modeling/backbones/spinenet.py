@@ -443,5 +443,5 @@ def build_spinenet(model_id="49", norm_act="evonorm_b0", input_shape=None, input
                                              **kwargs)
 
 
-# Model Garden builder of `backbone.type: evonorm_spinenet`: the fields of `backbone.evonorm_spinenet` are NormActSpineNet's arguments.
+# Model Garden's builder of `backbone.type: evonorm_spinenet`; the config fields are the class's arguments.
 build_spinenet_backbone = registration.register_backbone("evonorm_spinenet", NormActSpineNet)
