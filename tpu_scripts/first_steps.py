@@ -39,7 +39,8 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=10, help="training steps to run (at least 2)")
     args = parser.parse_args(argv)
     if args.steps < 2:
-        parser.error(f"--steps must be at least 2 (one compiles, the others are timed); received {args.steps}")
+        sys.exit(f"first_steps.py: --steps must be at least 2 (one compiles, the others are timed); "
+                 f"received --steps={args.steps}")
     return args
 
 
