@@ -38,6 +38,7 @@ GARDEN = [
     "tensorflow-datasets>=4.9",
     "pycocotools>=2.0.6",
     "pillow>=10",
+    "pyyaml>=6",
 ]
 PLOTS = ["matplotlib>=3.7"]
 EXTRAS = {

@@ -125,6 +125,25 @@ def check_groups_divide(groups, channels):
         raise ValueError(f"groups={groups} does not divide channels={channels}")
 
 
+def divisor_groups(groups, channels):
+    """The group rule: the largest divisor of `channels` that is at most `groups`.
+
+    This is how the authors' code lowers the group count until it divides
+    the channels (with `groups=32`: 40 channels get 20 groups, 24 get 24,
+    256 get 32). The layers themselves never adjust: a `groups` that does not
+    divide their channels is a `ValueError`; model builders apply this rule
+    where a model asks for it (`evonorm_tf.modeling.NormActFactory`,
+    `adjust_groups`), and record and log what it changed.
+    """
+    for label, value in (("groups", groups), ("channels", channels)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, received {label}={value!r}")
+    for candidate in range(min(groups, channels), 0, -1):
+        if channels % candidate == 0:
+            return candidate
+    return 1  # unreachable: 1 divides everything
+
+
 def check_input_shape(input_shape, data_format):
     """Checks rank and channel dimension; returns the number of channels."""
     shape = tuple(input_shape)

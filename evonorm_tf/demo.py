@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from evonorm_tf import command_line, console_logging, factory
+from evonorm_tf import command_line, console_logging, factory, registry
 from evonorm_tf import tf_keras as evonorm
 from evonorm_tf.data import digits
 
@@ -67,7 +67,7 @@ def build_convnet(input_shape, num_classes, norm_act, groups=8, widths=(32, 64))
       widths: channels of each stage.
     """
     layer_kwargs = {}
-    if "groups" in factory.accepted_arguments(evonorm.TF_KERAS_TABLE, norm_act):
+    if "groups" in registry.accepted_arguments(norm_act, "tf_keras"):
         layer_kwargs["groups"] = groups
     inputs = tf_keras.Input(input_shape)
     x = inputs
@@ -323,7 +323,7 @@ def plot(results, norm_acts, batch_sizes, path, title):
 def _names(text):
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
     unknown = [name for name in names
-               if name not in evonorm.TF_KERAS_TABLE and name not in SYSTEM_BUILDERS]
+               if name not in registry.names() and name not in SYSTEM_BUILDERS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated names from {', '.join(factory.NORM_ACT_NAMES)} "

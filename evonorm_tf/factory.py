@@ -28,34 +28,3 @@ def get_norm_act(name, /, **kwargs):
       ValueError: for an unknown name, listing the valid ones.
     """
     return registry.build(name, "keras", **kwargs)
-
-
-# -- names kept for the modules written against the earlier tables ---------------------------
-
-
-def table_for(front_end_module):
-    """The name → class table of a front-end module (`layers` or `tf_keras.layers`)."""
-    front_end = "keras" if front_end_module is layers else "tf_keras"
-    return {name: registry.layer_class(name, front_end) for name in registry.names()}
-
-
-def lookup(table, name):
-    """The class registered under `name` (case-insensitive) in `table`."""
-    key = registry.spec(name).name
-    return table[key]
-
-
-def accepted_arguments(table, name):
-    """The keyword arguments a norm-act layer accepts (its own and its bases')."""
-    return registry.class_arguments(lookup(table, name))
-
-
-class_arguments = registry.class_arguments
-
-
-def is_graph_name(name):
-    """True for `"graph:<canonical>"`, the name of a searched layer (`evonorm_tf.search`)."""
-    return isinstance(name, str) and name.strip().lower().startswith("graph:")
-
-
-KERAS3_TABLE = table_for(layers)

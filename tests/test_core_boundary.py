@@ -14,9 +14,9 @@ import sys
 import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "evonorm_tf")
-EXTENSIONS = ("analysis", "configs", "data", "demo", "gan", "modeling", "search")
+EXTENSIONS = ("analysis", "command_line", "configs", "data", "demo", "gan", "modeling", "neighbours", "search")
 # What the core may import besides itself and the standard library.
-CORE_THIRD_PARTY = {"tensorflow", "keras", "tf_keras", "numpy"}
+CORE_THIRD_PARTY = {"tensorflow", "keras", "tf_keras", "numpy", "absl"}
 
 
 def _core_files():

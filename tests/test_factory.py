@@ -89,10 +89,9 @@ def test_arguments_are_forwarded(front_end):
 
 @pytest.mark.parametrize("front_end", FRONT_ENDS)
 def test_accepted_arguments(front_end):
-    table = factory.KERAS3_TABLE if front_end == "keras3" else evonorm_tf.tf_keras.TF_KERAS_TABLE
     shared = {"nonlinearity", "epsilon", "data_format", "gamma_initializer", "beta_initializer"}
     for name in EXPECTED_CLASSES:
-        accepted = factory.accepted_arguments(table, name)
+        accepted = evonorm_tf.registry.accepted_arguments(name, "keras" if front_end == "keras3" else "tf_keras")
         assert shared <= accepted, name
         assert ({"groups", "group_size"} <= accepted) == (name in GROUPED), name
         is_batch = name.startswith(("evonorm_b", "bn_"))

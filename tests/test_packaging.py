@@ -29,6 +29,7 @@ DISTRIBUTION_OF_MODULE = {
     "tensorflow_datasets": "tensorflow-datasets",
     "tf_keras": "tf-keras",
     "ray": "ray",
+    "yaml": "pyyaml",
 }
 # Imports inside `try: ... except ImportError` are optional and need no pin
 # (e.g. ai_edge_litert and tqdm, which tf-models-official and
@@ -196,11 +197,13 @@ def _third_party_imports(directory):
 # Which extras each part of the package may rely on (the core: install_requires only).
 EXTRAS_OF_AREA = {
     "evonorm_tf/analysis": ("garden", "plots"),
+    "evonorm_tf/command_line": ("garden",),
     "evonorm_tf/configs": ("garden",),
     "evonorm_tf/data": ("garden", "demo"),
     "evonorm_tf/demo": ("demo",),
     "evonorm_tf/gan": ("gan",),
     "evonorm_tf/modeling": ("garden",),
+    "evonorm_tf/neighbours": ("garden",),
     "evonorm_tf/search": ("search", "ray"),
     "tpu_scripts": ("garden",),
     "bench": ("garden",),

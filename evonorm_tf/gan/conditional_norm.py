@@ -34,18 +34,18 @@ weights (v, moving statistics); its γ, β are constants 1 and 0
 import tensorflow as tf
 import tf_keras
 
-from evonorm_tf import tf_keras as evonorm
+from evonorm_tf import registry
+from evonorm_tf import tf_keras as evonorm  # noqa: F401  (registers the tf_keras front-end)
 from evonorm_tf.gan.initializers import fresh_initializer
 from evonorm_tf.gan.spectral_norm import spectral_norm
 
 __all__ = ["ConditionalNormAct", "POST_ACTIVATION_FAMILIES"]
 
-# Families whose activation follows the affine map: the inner layer runs
-# without its nonlinearity and this layer applies the activation.
+# Names whose activation follows the affine map (the registry's `post_activation`):
+# the inner layer runs without its nonlinearity and this layer applies the activation.
 POST_ACTIVATION_FAMILIES = {
-    "bn_relu": "relu", "bn_silu": "silu", "gn_relu": "relu", "gn_silu": "silu", "frn_tlu": "tlu",
+    spec.name: spec.post_activation for spec in registry.specs() if spec.post_activation
 }
-_BATCH_NORMS = ("bn_relu", "bn_silu")
 
 
 class _UnitAffine:
@@ -64,8 +64,8 @@ _UNIT_CLASSES = {}
 
 
 def _unit_affine_layer(name, kwargs):
-    klass = evonorm.TF_KERAS_TABLE[name]
-    if name in _BATCH_NORMS:
+    klass = registry.layer_class(name, "tf_keras")
+    if registry.spec(name).family == "batch_norm":
         return klass(nonlinearity=False, center=False, scale=False, **kwargs)
     if klass not in _UNIT_CLASSES:
         _UNIT_CLASSES[klass] = type("UnitAffine" + klass.__name__, (_UnitAffine, klass), {})
@@ -105,9 +105,7 @@ class ConditionalNormAct(tf_keras.layers.Layer):
         if not isinstance(norm_act, str):
             raise TypeError(f"norm_act must be a norm-act name, received {norm_act!r}")
         key = norm_act.strip().lower()
-        if key not in evonorm.TF_KERAS_TABLE:
-            raise ValueError(f"unknown norm-act name {norm_act!r}; valid names: "
-                             f"{', '.join(sorted(evonorm.TF_KERAS_TABLE))}")
+        registry.spec(key)  # an unknown name fails here, listing the valid ones
         forbidden = sorted(k for k in norm_act_kwargs
                            if k.startswith(("gamma_", "beta_")) or k in ("data_format", "nonlinearity"))
         if forbidden:

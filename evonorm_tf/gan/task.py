@@ -42,7 +42,7 @@ import tf_keras
 from official.core import base_task, task_factory
 
 from evonorm_tf import factory
-from evonorm_tf import tf_keras as evonorm_tf_keras
+from evonorm_tf import tf_keras as evonorm_tf_keras  # noqa: F401  (registers the tf_keras front-end)
 from evonorm_tf.configs import biggan as biggan_config
 from evonorm_tf.gan import evaluation, fid_inception
 from evonorm_tf.gan.discriminator import Discriminator
@@ -94,7 +94,7 @@ class BigGANTask(base_task.Task):
 
     def _norm_act_kwargs(self):
         norm = self.task_config.model.generator.norm_activation
-        accepted = factory.accepted_arguments(evonorm_tf_keras.TF_KERAS_TABLE, norm.type)
+        accepted = registry.accepted_arguments(norm.type, "tf_keras")
         options = {"momentum": norm.momentum, "epsilon": norm.epsilon, "groups": norm.groups,
                    "synchronized": norm.synchronized}
         return {key: value for key, value in options.items() if key in accepted and value is not None}

@@ -106,7 +106,12 @@ def _generic(cache, function, layout_index, args):
     """
     channel_axis = -1 if args[layout_index] else 1
     tensors = [i for i, a in enumerate(args) if _is_tensor(a)]
-    key = tuple((a.shape.rank, a.dtype) if _is_tensor(a) else a for a in args)
+    # Channels (and whole vectors) are part of the signature below, hence of the key.
+    key = tuple(
+        (a.shape.rank, a.dtype, a.shape[channel_axis] if a.shape.rank > 1 else tuple(a.shape))
+        if _is_tensor(a) else a
+        for a in args
+    )
     if key not in cache:
         signature = []
         for i in tensors:

@@ -27,6 +27,10 @@ from evonorm_tf.modeling.backbones import (
 )
 from evonorm_tf.modeling.norm_act import NormActFactory, divisor_groups
 
+# Searched layers are norm-acts of every backbone: `evonorm_tf.search` registers
+# the `graph:<canonical>` names with the core registry when imported.
+from evonorm_tf import search as _search  # noqa: E402,F401
+
 __all__ = [
     "EFFICIENTNET_B0_BLOCKS",
     "EFFICIENTNET_SCALING",

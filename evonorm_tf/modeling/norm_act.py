@@ -25,33 +25,28 @@ construction.
 """
 
 import collections.abc
-import functools
 
-from evonorm_tf import arguments, factory
-from evonorm_tf import tf_keras as evonorm_tf_keras
+from absl import logging
 
+from evonorm_tf import arguments, registry
+from evonorm_tf import tf_keras as evonorm_tf_keras  # noqa: F401  (registers the tf_keras front-end)
 
-def divisor_groups(groups, channels):
-    """The largest divisor of `channels` that is at most `groups` (the group rule)."""
-    for label, value in (("groups", groups), ("channels", channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{label} must be a positive integer, received {label}={value!r}")
-    for candidate in range(min(groups, channels), 0, -1):
-        if channels % candidate == 0:
-            return candidate
-    return 1  # unreachable: 1 divides everything
+divisor_groups = arguments.divisor_groups
 
 
 class NormActFactory:
     """Builds tf_keras norm-act layers of one kind for any channel count.
 
     Args:
-      name: a name of `evonorm_tf.NORM_ACT_NAMES` (`bn_relu`, `bn_silu`,
-        `evonorm_b0`, `evonorm_s0`, ...), or `"graph:<canonical>"` for a
-        searched layer (`evonorm_tf.search`).
+      name: a norm-act name of the registry (`bn_relu`, `evonorm_b0`,
+        `evonorm_s0`, ... see `evonorm_tf.NORM_ACT_NAMES`), or a name an
+        extension registered (`"graph:<canonical>"` once `evonorm_tf.search`
+        is imported).
       data_format: `"channels_last"` or `"channels_first"`, passed to every layer.
-      adjust_groups: True: `groups` follows the group rule above; False: a
-        layer whose channels `groups` does not divide raises `ValueError`.
+      adjust_groups: True: `groups` follows the group rule above (each
+        adjustment recorded in `adjusted_layers`, logged once per model by
+        `log_adjustments`); False: a layer whose channels `groups` does not
+        divide raises `ValueError`.
       **options: layer arguments shared by every position (`epsilon`,
         `momentum`, `synchronized`, `groups`, ...). Options the layer class
         does not accept are ignored.
@@ -71,25 +66,19 @@ class NormActFactory:
                 f"norm-act options {reserved} are set by the model for each position; "
                 f"received {{{', '.join(f'{key}={options[key]!r}' for key in reserved)}}}"
             )
-        if factory.is_graph_name(name):
-            # A searched layer, `graph:<canonical>` (evonorm_tf.search), imported on use.
-            from evonorm_tf.search import layers as search_layers
-
-            self.name = name.strip()
-            self.layer_class = functools.partial(search_layers.TfKerasGraphNormAct, graph=self.name)
-            self.accepted = factory.class_arguments(search_layers.TfKerasGraphNormAct) - {"graph"}
-        else:
-            self.layer_class = factory.lookup(evonorm_tf_keras.TF_KERAS_TABLE, name)
-            self.name = name.strip().lower()
-            self.accepted = factory.accepted_arguments(evonorm_tf_keras.TF_KERAS_TABLE, self.name)
+        registry.layer_class(name, "tf_keras")  # an unknown name fails here, listing the valid ones
+        self.name = name.strip() if ":" in name else name.strip().lower()
+        self.accepted = registry.accepted_arguments(self.name, "tf_keras")
         self.data_format = arguments.check_data_format(data_format)
         if not isinstance(adjust_groups, bool):
             raise TypeError(f"adjust_groups must be a bool, received adjust_groups={adjust_groups!r}")
         self.adjust_groups = adjust_groups
         self.options = {key: value for key, value in options.items() if key in self.accepted}
         self.ignored_options = sorted(set(options) - set(self.options))
+        self.adjusted_layers = []  # (layer name, channels, requested groups, groups used)
         # Validate the options once, here, rather than at the first layer.
-        self(channels=self.options.get("groups") or self.options.get("group_size") or 1)
+        self(channels=self.options.get("groups") or self.options.get("group_size") or arguments.DEFAULT_GROUPS)
+        self.adjusted_layers.clear()
 
     @property
     def is_grouped(self):
@@ -111,17 +100,34 @@ class NormActFactory:
             if kwargs.get("group_size") is not None:
                 kwargs["groups"] = None  # an explicit group size wins; it must divide
             else:
-                requested = kwargs.get("groups", 32)
+                requested = kwargs.get("groups") or arguments.DEFAULT_GROUPS
                 kwargs["groups"] = divisor_groups(requested, channels)
-                if kwargs["groups"] != requested and not self.adjust_groups:
-                    raise ValueError(_indivisible_groups_message(self.name, name, requested, channels))
-        return self.layer_class(
+                if kwargs["groups"] != requested:
+                    if not self.adjust_groups:
+                        raise ValueError(_indivisible_groups_message(self.name, name, requested, channels))
+                    self.adjusted_layers.append((name, channels, requested, kwargs["groups"]))
+        return registry.build(
+            self.name,
+            "tf_keras",
             nonlinearity=nonlinearity,
             gamma_initializer="zeros" if zero_init else "ones",
             data_format=self.data_format,
             name=name,
             **kwargs,
         )
+
+    def log_adjustments(self, model_name):
+        """Logs, in one line, the layers whose group count the group rule lowered; then forgets them."""
+        if self.adjusted_layers:
+            changed = ", ".join(
+                f"{layer or '(unnamed)'} ({channels} channels: {used})"
+                for layer, channels, _, used in self.adjusted_layers
+            )
+            logging.info(
+                "%s: %s groups=%d lowered to the largest divisor of the channels in %d layers: %s",
+                model_name, self.name, self.adjusted_layers[0][2], len(self.adjusted_layers), changed,
+            )
+        self.adjusted_layers = []
 
     def __repr__(self):
         return (f"NormActFactory({self.name!r}, data_format={self.data_format!r}, "

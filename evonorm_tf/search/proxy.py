@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from evonorm_tf import factory
+from evonorm_tf import factory, registry
 from evonorm_tf.search import layers as search_layers
 
 NUM_CLASSES = 10
@@ -201,7 +201,7 @@ def norm_act_builder(name, group_size=4):
     if name.strip().lower().startswith(search_layers.GRAPH_PREFIX):
         accepted = {"nonlinearity", "group_size", "groups"}
     else:
-        accepted = factory.accepted_arguments(factory.KERAS3_TABLE, name)
+        accepted = registry.accepted_arguments(name, "keras")
 
     def build(nonlinearity=True):
         kwargs = {"nonlinearity": nonlinearity}

@@ -74,9 +74,12 @@ def register_backbone(backbone_type, backbone_class):
             raise ValueError(f"expected backbone type {backbone_type!r}, received {backbone_config.type!r}")
         data_format = tf_keras.backend.image_data_format()
         arguments = backbone_arguments(backbone_config.get(), backbone_class, norm_activation_config, data_format)
-        return backbone_class(
+        backbone = backbone_class(
             input_specs=input_specs, kernel_regularizer=l2_regularizer, data_format=data_format, **arguments
         )
+        if "norm_act" in arguments:
+            arguments["norm_act"].log_adjustments(backbone.name)
+        return backbone
 
     builder.__name__ = builder.__qualname__ = f"build_{backbone_type}_backbone"
     builder.__doc__ = (
