@@ -1,7 +1,10 @@
 """evonorm_tf: EvoNorm normalization-activation layers for TensorFlow, Keras 3 and tf_keras.
 
-    pip install -e .            # the package and the main job (python -m evonorm_tf.demo)
-    pip install -e '.[test]'    # plus pytest, pytest-xdist and scipy for the tests
+    pip install -e .            # the layer library (TensorFlow, Keras 3, tf_keras)
+    pip install -e '.[demo]'    # plus what the main job needs (python -m evonorm_tf.demo)
+    pip install -e '.[garden]'  # Model Garden backbones, experiments, tpu_scripts
+    pip install -e '.[all]'     # every extension: garden, gan, search, ray, plots
+    pip install -e '.[test]'    # all of it, plus pytest and pytest-xdist
 """
 
 import os
@@ -28,6 +31,30 @@ def _version():
     return match.group(1)
 
 
+GARDEN = [
+    # evonorm_tf.modeling, .configs, .gan (Orbit task), .data, tpu_scripts/:
+    # Model Garden 2.20 (with Orbit), TFDS, COCO tools, the drawn shapes data.
+    "tf-models-official==2.20.0",
+    "tensorflow-datasets>=4.9",
+    "pycocotools>=2.0.6",
+    "pillow>=10",
+]
+PLOTS = ["matplotlib>=3.7"]
+EXTRAS = {
+    "garden": GARDEN,
+    # The BigGAN task and its FID (a matrix square root).
+    "gan": GARDEN + ["scipy>=1.11"],
+    # evonorm_tf.search: symbolic search space and evolution; digits and TFDS proxies, plots.
+    "search": ["pyglove>=0.4.4", "scikit-learn>=1.3", "tensorflow-datasets>=4.9"] + PLOTS,
+    # `python -m evonorm_tf.search ... --ray-address`: workers on a Ray cluster.
+    "ray": ["ray>=2.9"],
+    "plots": PLOTS,
+    # The main job, `python -m evonorm_tf.demo`: bundled digits data and the PNG report.
+    "demo": GARDEN + ["scikit-learn>=1.3"] + PLOTS,
+}
+EXTRAS["all"] = sorted({requirement for extra in EXTRAS.values() for requirement in extra})
+EXTRAS["test"] = EXTRAS["all"] + ["pytest>=8", "pytest-xdist>=3"]
+
 setup(
     name="evonorm_tf",
     version=_version(),
@@ -39,39 +66,17 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["evonorm_tf", "evonorm_tf.*"]),
-    package_data={"evonorm_tf": ["configs/*.yaml", "configs/*/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
-        # One stack that works together: Model Garden 2.20 is built for TF and
-        # tf_keras 2.20; TF 2.20 ships Keras 3 as `keras`.
+        # The layer library: what `import evonorm_tf` needs, nothing more. TF 2.20
+        # ships Keras 3 as `keras`; tf_keras 2.20 is the Keras 2 that Model Garden uses.
         "tensorflow~=2.20.0",
         "tf-keras~=2.20.0",
         "keras>=3.10",
-        "tf-models-official==2.20.0",
-        "tensorflow-datasets>=4.9",
-        "absl-py>=1.0",
         "numpy>=1.26",
-        # The main job: bundled digits data and the PNG report.
-        "scikit-learn>=1.3",
-        "matplotlib>=3.7",
-        # evonorm_tf.search: symbolic search space and evolution.
-        "pyglove>=0.4.4",
-        # evonorm_tf.data.shapes_coco: drawn COCO-format detection data.
-        "pillow>=10",
-        "pycocotools>=2.0.6",
-        # evonorm_tf.gan.evaluation: the matrix square root of FID.
-        "scipy>=1.11",
+        "absl-py>=1.0",
     ],
-    extras_require={
-        "test": [
-            "pytest>=8",
-            "pytest-xdist>=3",
-            "scikit-learn>=1.3",
-            "scipy>=1.11",
-        ],
-        # `python -m evonorm_tf.search ... --ray-address`: workers on a Ray cluster.
-        "search-ray": ["ray>=2.9"],
-    },
+    extras_require=EXTRAS,
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: Apache Software License",

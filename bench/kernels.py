@@ -1,11 +1,11 @@
-"""Times the EvoNorm kernels of `evonorm_tf.fused` against another version of them and BatchNorm+ReLU.
+"""Times the EvoNorm kernels of `evonorm_tf.kernels.cpu` against another version of them and BatchNorm+ReLU.
 
 For a before/after comparison of kernel changes measured in one run:
 
-    git show <rev>:evonorm_tf/fused.py > /tmp/fused_before.py
-    python bench/kernels.py --before /tmp/fused_before.py
+    git show <rev>:evonorm_tf/kernels/cpu.py > /tmp/cpu_before.py
+    python bench/kernels.py --before /tmp/cpu_before.py
 
-Each EvoNorm is called through `fused.b_series` / `fused.s_series` (training
+Each EvoNorm is called through `cpu.b_series` / `cpu.s_series` (training
 mode, float32, channels_last, 32 groups) of this checkout ("after") and, with
 `--before`, of the given file; the reference is TensorFlow's fused batch norm
 op followed by ReLU. fwd is `y` in one `tf.function`; fwd+bwd adds
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from evonorm_tf import fused  # noqa: E402
+from evonorm_tf.kernels import cpu  # noqa: E402
 
 DEFAULT_SHAPES = ("32,56,56,256", "32,28,28,512", "32,14,14,1024")
 KINDS = ("b0", "b1", "b2", "s0", "s1", "s2")
@@ -77,16 +77,16 @@ def timed(function, x, iters):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--before", default=None, help="another fused.py to time alongside this checkout's")
+    parser.add_argument("--before", default=None, help="another kernels/cpu.py to time alongside this checkout's")
     parser.add_argument("--shapes", default=";".join(DEFAULT_SHAPES))
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
-    versions = {"after": fused}
+    versions = {"after": cpu}
     if args.before:
-        versions = {"before": load_kernels(args.before), "after": fused}
+        versions = {"before": load_kernels(args.before), "after": cpu}
     kinds = [k for k in args.kinds.split(",") if k]
     load = os.getloadavg()
     print(f"# tensorflow {tf.__version__}; {args.repeats} interleaved rounds of {args.iters} calls; "

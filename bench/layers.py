@@ -40,7 +40,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 import evonorm_tf  # noqa: E402
-from evonorm_tf import fused  # noqa: E402
+from evonorm_tf import kernels  # noqa: E402
 from evonorm_tf import tf_keras as evonorm_tf_keras  # noqa: E402
 
 DEFAULT_SHAPES = ("32,56,56,256", "32,28,28,512", "32,14,14,1024")
@@ -82,9 +82,15 @@ LAYERS = {
     "tfk_evonorm_b0": _ours("evonorm_b0", evonorm_tf_keras),
     "tfk_evonorm_s0": _ours("evonorm_s0", evonorm_tf_keras),
 }
-# `<name>_plain`: the same layer traced with `evonorm_tf.fused.ENABLED = False`,
-# i.e. the plain autodiff graphs of `formulas` (the code before issue 3).
-PLAIN_SUFFIX = "_plain"
+# `<name>@<path>`: the same layer built on kernel path `<path>` (`evonorm_tf.kernels`:
+# cpu, portable, reference); without a suffix, the path of EVONORM_TF_KERNELS (default auto).
+PATH_SEPARATOR = "@"
+
+
+def split_path(name):
+    """`("evonorm_s0", "portable")` for `"evonorm_s0@portable"`; the path is None without a suffix."""
+    base, _, path = name.partition(PATH_SEPARATOR)
+    return base, path or None
 
 
 def median_ms(function, args, iters, warmup):
@@ -137,8 +143,8 @@ def main():
     parser.add_argument("--shapes", default=";".join(DEFAULT_SHAPES),
                         help="';'-separated NHWC shapes, e.g. '32,56,56,256;32,14,14,1024'")
     parser.add_argument("--layers", default=",".join(LAYERS),
-                        help="comma-separated, from: " + ", ".join(LAYERS) + f"; add {PLAIN_SUFFIX!r} to an "
-                        "evonorm_tf layer for its plain (unfused) graph")
+                        help="comma-separated, from: " + ", ".join(LAYERS) + f"; add {PATH_SEPARATOR!r} and a kernel path "
+                        "(cpu, portable, reference) to an evonorm_tf layer to build it on that path")
     parser.add_argument("--iters", type=int, default=5, help="timed calls per layer and round")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds over the layers")
     parser.add_argument("--warmup", type=int, default=3)
@@ -152,7 +158,7 @@ def main():
         args.xla, args.iters, args.repeats, args.warmup = "off", 5, 3, 2
 
     names = [n.strip() for n in args.layers.split(",") if n.strip()]
-    unknown = [n for n in names if n.removesuffix(PLAIN_SUFFIX) not in LAYERS]
+    unknown = [n for n in names if split_path(n)[0] not in LAYERS]
     if unknown:
         raise SystemExit(f"unknown layers {unknown}; choose from {list(LAYERS)}")
     if REFERENCE not in names:
@@ -181,13 +187,13 @@ def main():
             run = [n for n in names if xla in xla_settings or n == REFERENCE]
             functions = {}
             for name in run:
-                fused.ENABLED = not name.endswith(PLAIN_SUFFIX)
-                layer = LAYERS[name.removesuffix(PLAIN_SUFFIX)]()
-                forward, forward_backward = make_functions(layer, x, dy, xla)
-                for function in (forward, forward_backward):  # traces with the ENABLED setting above
-                    for _ in range(args.warmup):
-                        _block(function(x))
-                fused.ENABLED = True
+                base, path = split_path(name)
+                with kernels.use(path or kernels.get_path()):  # the layer is built on its first call
+                    layer = LAYERS[base]()
+                    forward, forward_backward = make_functions(layer, x, dy, xla)
+                    for function in (forward, forward_backward):
+                        for _ in range(args.warmup):
+                            _block(function(x))
                 functions[name] = (forward, forward_backward)
             times = {name: ([], []) for name in run}
             for _ in range(args.repeats):

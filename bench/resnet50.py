@@ -12,7 +12,7 @@ optimizer state, inputs of every model built so far; see bench/memory.py). Ratio
 (tf_keras's fused BatchNormalization + ReLU) in the same run.
 
     python bench/resnet50.py --norms bn_relu,evonorm_b0,evonorm_s0 --batch 8
-    python bench/resnet50.py --norms bn_relu,evonorm_b0,evonorm_b0_plain   # with the unfused graphs
+    python bench/resnet50.py --norms bn_relu,evonorm_b0,evonorm_b0@reference   # and on the reference path
     python bench/resnet50.py --iters 2 --repeats 10   # finer interleaving on a noisy machine
     python bench/resnet50.py --inter-op 1   # one op at a time (TensorFlow's default runs independent ops side by side)
 """
@@ -31,11 +31,11 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 import memory  # noqa: E402  (bench/memory.py)
-from evonorm_tf import fused  # noqa: E402
+from evonorm_tf import kernels  # noqa: E402
 from evonorm_tf import tf_keras as evonorm  # noqa: E402
 
-# `<norm>_plain`: traced with `evonorm_tf.fused.ENABLED = False` (the plain graphs).
-PLAIN_SUFFIX = "_plain"
+# `<norm>@<path>`: the model built on kernel path `<path>` (cpu, portable, reference).
+PATH_SEPARATOR = "@"
 
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (width, blocks, first stride)
 
@@ -114,11 +114,11 @@ def main():
     steps, times, peaks, losses = {}, {n: [] for n in norms}, {}, {}
     for norm in norms:
         tf_keras.utils.set_random_seed(0)
-        fused.ENABLED = not norm.endswith(PLAIN_SUFFIX)
-        model = preact_resnet50(norm.removesuffix(PLAIN_SUFFIX), args.size)
-        steps[norm] = make_step(model, args.xla == "on")
-        first = float(steps[norm](images, labels))  # traces with the ENABLED setting above
-        fused.ENABLED = True
+        base, _, path = norm.partition(PATH_SEPARATOR)
+        with kernels.use(path or kernels.get_path()):  # layers are built here, on this path
+            model = preact_resnet50(base, args.size)
+            steps[norm] = make_step(model, args.xla == "on")
+            first = float(steps[norm](images, labels))
         for _ in range(args.warmup):
             steps[norm](images, labels)
         peak, before = memory.peak_bytes(steps[norm], images, labels)

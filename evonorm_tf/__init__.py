@@ -1,8 +1,12 @@
 """evonorm_tf: EvoNorm normalization-activation layers for TensorFlow.
 
 Keras 3 layers are importable from here; tf_keras layers (for Model Garden)
-from `evonorm_tf.tf_keras`. The formulas are in `evonorm_tf.formulas`, the
-statistics in `evonorm_tf.statistics`.
+from `evonorm_tf.tf_keras`. Every norm-act is one spec in `evonorm_tf.registry`;
+the formulas are in `evonorm_tf.formulas`, the statistics in
+`evonorm_tf.statistics`. Importing the package loads the layer library only:
+Model Garden backbones (`evonorm_tf.modeling`, `evonorm_tf.configs`), BigGAN
+(`evonorm_tf.gan`) and the layer search (`evonorm_tf.search`) are extensions
+that register into it when imported.
 
     import keras, evonorm_tf
 
@@ -10,9 +14,14 @@ statistics in `evonorm_tf.statistics`.
     outputs = evonorm_tf.EvoNormB0()(keras.layers.Conv2D(64, 3)(inputs))
 """
 
-from evonorm_tf import formulas, statistics
-from evonorm_tf.factory import NORM_ACT_NAMES, get_norm_act
-from evonorm_tf.layers import (
+# `python -m evonorm_tf.<command>`: TensorFlow's C++ start-up lines stay off the console.
+from evonorm_tf import console_logging as _console_logging  # noqa: I001  (before TensorFlow)
+
+_console_logging.quiet_command_start()
+
+from evonorm_tf import formulas, registry, statistics  # noqa: E402
+from evonorm_tf.factory import NORM_ACT_NAMES, get_norm_act  # noqa: E402
+from evonorm_tf.layers import (  # noqa: E402
     BatchNormReLU,
     BatchNormSiLU,
     EvoNormB0,
@@ -25,7 +34,7 @@ from evonorm_tf.layers import (
     GroupNormReLU,
     GroupNormSiLU,
 )
-from evonorm_tf.shadow_batch_norm import ShadowBatchNormalization
+from evonorm_tf.shadow_batch_norm import ShadowBatchNormalization  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -45,5 +54,6 @@ __all__ = [
     "ShadowBatchNormalization",
     "formulas",
     "get_norm_act",
+    "registry",
     "statistics",
 ]

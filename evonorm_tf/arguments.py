@@ -20,6 +20,43 @@ def check_data_format(data_format):
     return data_format
 
 
+def data_format_from_axis(axis, data_format):
+    """The data format given `axis` as Keras normalization layers take it.
+
+    `axis=-1` is the channels-last layout and `axis=1` channels-first; any
+    other non-negative axis means channels-last and is checked against the
+    input's rank when the layer is built (`check_axis_matches`). With both
+    arguments given they must agree; with neither the layout is channels-last.
+    """
+    if axis is None:
+        return check_data_format("channels_last" if data_format is None else data_format)
+    if isinstance(axis, (list, tuple)) and len(axis) == 1:
+        axis = axis[0]
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or axis == 0 or axis < -1:
+        raise ValueError(
+            f"axis must be the channel axis (-1, 1, or the last axis as a positive index), "
+            f"received axis={axis!r}"
+        )
+    implied = "channels_first" if axis == 1 else "channels_last"
+    if data_format is not None and check_data_format(data_format) != implied:
+        raise ValueError(
+            f"axis={axis!r} means data_format={implied!r}, but data_format={data_format!r} was given"
+        )
+    return implied
+
+
+def check_axis_matches(axis, rank):
+    """Raises unless a positive channels-last `axis` is the last axis of inputs of `rank`."""
+    if isinstance(axis, (list, tuple)) and len(axis) == 1:
+        axis = axis[0]
+    if axis is None or axis in (-1, 1) or axis == rank - 1:
+        return
+    raise ValueError(
+        f"axis={axis} is neither the first (1) nor the last ({rank - 1}) channel axis "
+        f"of inputs of rank {rank}"
+    )
+
+
 def check_epsilon(epsilon):
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
         raise TypeError(f"epsilon must be a positive number, received epsilon={epsilon!r}")

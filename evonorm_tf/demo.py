@@ -34,16 +34,15 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
+import tensorflow as tf
+import tf_keras
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
+from evonorm_tf import command_line, console_logging, factory
+from evonorm_tf import tf_keras as evonorm
+from evonorm_tf.data import digits
 
-from evonorm_tf import factory  # noqa: E402
-from evonorm_tf import tf_keras as evonorm  # noqa: E402
-from evonorm_tf.data import digits  # noqa: E402
-
+PROG = "python -m evonorm_tf.demo"
 DEFAULT_NORM_ACTS = ("bn_relu", "gn_relu", "frn_tlu", "evonorm_b0", "evonorm_s0")
 
 
@@ -350,8 +349,8 @@ def _positive_ints(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m evonorm_tf.demo", description=__doc__.split("\n")[0],
+    parser = command_line.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--norm-acts", type=_names, default=list(DEFAULT_NORM_ACTS),
@@ -380,9 +379,16 @@ def parse_args(argv=None):
         args.epochs = 1
         args.train_subset = args.train_subset or 400
         args.curve_points = min(args.curve_points, 4)
-    for flag in ("epochs", "groups", "curve_points"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, received {getattr(args, flag)}")
+    for flag in ("epochs", "groups", "curve_points", "train_subset"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, received {value}")
+    if args.image_size < 8:
+        parser.error(f"--image-size must be >= 8 (the digits are 8x8), received {args.image_size}")
+    if not args.learning_rate > 0:
+        parser.error(f"--learning-rate must be > 0, received {args.learning_rate}")
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"--output-dir must be a folder, received {args.output_dir!r} (an existing file)")
     return args
 
 
@@ -392,7 +398,6 @@ def main(argv=None):
     Returns the list of `RunResult`s.
     """
     args = parse_args(argv)
-    tf.get_logger().setLevel("ERROR")  # one tf.function per run: retracing warnings are expected
     started = time.perf_counter()
     split = digits.load_digits_split(args.image_size, train_subset=args.train_subset)
     print(f"digits: {len(split.train_labels)} train / {len(split.test_labels)} test images, "
@@ -421,4 +426,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    console_logging.quiet_native_logs()
+    command_line.run(main, prog=PROG)

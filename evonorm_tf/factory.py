@@ -1,69 +1,56 @@
-"""`get_norm_act(name, **kwargs)`: one name → layer table for every model.
+"""`get_norm_act(name, **kwargs)`: one factory over the registry, for Keras 3.
 
 Models never branch on the normalization type; they call the factory of
 their front-end (`evonorm_tf.get_norm_act` for Keras 3,
 `evonorm_tf.tf_keras.get_norm_act` for tf_keras) with a name from
-`NORM_ACT_NAMES`.
+`NORM_ACT_NAMES`, or a name an extension registered (`"graph:<canonical>"`
+once `evonorm_tf.search` is imported).
 """
 
-import inspect
+from evonorm_tf import layers, registry  # noqa: F401  (layers registers the Keras 3 front-end)
 
-from evonorm_tf import layers
-
-NORM_ACT_NAMES = (
-    "bn_relu",
-    "bn_silu",
-    "gn_relu",
-    "gn_silu",
-    "frn_tlu",
-    "evonorm_b0",
-    "evonorm_b1",
-    "evonorm_b2",
-    "evonorm_s0",
-    "evonorm_s1",
-    "evonorm_s2",
-)
+#: The built-in norm-act names, in the registry's order.
+NORM_ACT_NAMES = registry.names()
 
 
-def table_for(module):
+def get_norm_act(name, /, **kwargs):
+    """Builds the Keras 3 norm-act layer `name` with `kwargs`.
+
+    Args:
+      name: one of `NORM_ACT_NAMES` (case-insensitive), or a name an extension
+        registered (`"graph:<canonical>"`, a searched layer, after
+        `import evonorm_tf.search`).
+      **kwargs: the layer's arguments (`nonlinearity`, `epsilon`,
+        initializers, `data_format`; `momentum`, `synchronized` for BN and
+        B-series; `groups`/`group_size` for GN and S-series).
+
+    Raises:
+      ValueError: for an unknown name, listing the valid ones.
+    """
+    return registry.build(name, "keras", **kwargs)
+
+
+# -- names kept for the modules written against the earlier tables ---------------------------
+
+
+def table_for(front_end_module):
     """The name → class table of a front-end module (`layers` or `tf_keras.layers`)."""
-    classes = (
-        module.BatchNormReLU, module.BatchNormSiLU, module.GroupNormReLU, module.GroupNormSiLU,
-        module.FilterResponseNormTLU, module.EvoNormB0, module.EvoNormB1, module.EvoNormB2,
-        module.EvoNormS0, module.EvoNormS1, module.EvoNormS2,
-    )
-    return dict(zip(NORM_ACT_NAMES, classes))
+    front_end = "keras" if front_end_module is layers else "tf_keras"
+    return {name: registry.layer_class(name, front_end) for name in registry.names()}
 
 
 def lookup(table, name):
     """The class registered under `name` (case-insensitive) in `table`."""
-    if not isinstance(name, str):
-        raise TypeError(f"norm-act name must be a string, received {name!r}")
-    key = name.strip().lower()
-    if key not in table:
-        raise ValueError(
-            f"unknown norm-act name {name!r}; valid names: {', '.join(sorted(table))}"
-        )
+    key = registry.spec(name).name
     return table[key]
 
 
 def accepted_arguments(table, name):
     """The keyword arguments a norm-act layer accepts (its own and its bases')."""
-    return class_arguments(lookup(table, name))
+    return registry.class_arguments(lookup(table, name))
 
 
-def class_arguments(layer_class):
-    """The keyword arguments `layer_class` accepts in its own and its bases' `__init__`."""
-    names = set()
-    for klass in layer_class.__mro__:
-        if "__init__" in vars(klass):
-            names.update(
-                parameter.name
-                for parameter in inspect.signature(klass.__init__).parameters.values()
-                if parameter.kind is parameter.KEYWORD_ONLY or parameter.kind is parameter.POSITIONAL_OR_KEYWORD
-            )
-    names.discard("self")
-    return names
+class_arguments = registry.class_arguments
 
 
 def is_graph_name(name):
@@ -72,24 +59,3 @@ def is_graph_name(name):
 
 
 KERAS3_TABLE = table_for(layers)
-
-
-def get_norm_act(name, /, **kwargs):
-    """Builds the Keras 3 norm-act layer `name` with `kwargs`.
-
-    Args:
-      name: one of `NORM_ACT_NAMES` (case-insensitive), or
-        `"graph:<canonical>"` for a searched layer (`evonorm_tf.search`).
-      **kwargs: the layer's arguments (`nonlinearity`, `epsilon`,
-        initializers, `data_format`; `momentum`, `synchronized` for BN and
-        B-series; `groups`/`group_size` for GN and S-series).
-
-    Raises:
-      ValueError: for an unknown name, listing the valid ones.
-    """
-    if is_graph_name(name):
-        # A searched layer, `graph:<canonical>` (evonorm_tf.search); imported lazily.
-        from evonorm_tf.search import layers as search_layers
-
-        return search_layers.GraphNormAct(graph=name, **kwargs)
-    return lookup(KERAS3_TABLE, name)(**kwargs)

@@ -23,15 +23,14 @@ average (inference); `evonorm_b_training` computes it from x and returns it
 for the moving-average update. Every function computes in float32 and
 returns float32.
 
-The EvoNorms are evaluated by the fast kernels of `evonorm_tf.fused` (one-pass
-statistics, hand-written gradients, XLA-fused elementwise work) when
-`evonorm_tf.fused.ENABLED` is True (the default); the graphs written below are
-the definitions, used when it is False and as the reference in tests.
+These are the definitions: the `reference` kernel path, the fallback of the
+others, and the reference of their tests. Layers run the implementation of
+the kernel path they chose when built (`evonorm_tf.kernels`, `docs/kernels.md`).
 """
 
 import tensorflow as tf
 
-from evonorm_tf import arguments, fused, statistics
+from evonorm_tf import arguments, statistics
 
 __all__ = [
     "affine",
@@ -85,8 +84,6 @@ def evonorm_b0(x, gamma, beta, v, batch_variance, epsilon=1e-5, data_format="cha
       data_format: `"channels_last"` or `"channels_first"`.
     """
     x = _float32(x)
-    if fused.ENABLED:
-        return _fused_b("b0", x, gamma, beta, v, batch_variance, epsilon, data_format)
     instance_std = tf.sqrt(statistics.instance_variance(x, data_format) + epsilon)
     right = _channel(v, x, data_format) * x + instance_std
     return _b_series(x, x, right, gamma, beta, batch_variance, epsilon, data_format)
@@ -95,8 +92,6 @@ def evonorm_b0(x, gamma, beta, v, batch_variance, epsilon=1e-5, data_format="cha
 def evonorm_b1(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-B1: `x / max(sqrt(s2_bhw + ε), (x + 1)·sqrt(mu2_hw + ε)) · γ + β`."""
     x = _float32(x)
-    if fused.ENABLED:
-        return _fused_b("b1", x, gamma, beta, None, batch_variance, epsilon, data_format)
     instance_rms = tf.sqrt(statistics.instance_second_moment(x, data_format) + epsilon)
     right = (x + 1.0) * instance_rms
     return _b_series(x, x, right, gamma, beta, batch_variance, epsilon, data_format)
@@ -105,8 +100,6 @@ def evonorm_b1(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channe
 def evonorm_b2(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-B2: `x / max(sqrt(s2_bhw + ε), sqrt(mu2_hw + ε) − x) · γ + β`."""
     x = _float32(x)
-    if fused.ENABLED:
-        return _fused_b("b2", x, gamma, beta, None, batch_variance, epsilon, data_format)
     instance_rms = tf.sqrt(statistics.instance_second_moment(x, data_format) + epsilon)
     right = instance_rms - x
     return _b_series(x, x, right, gamma, beta, batch_variance, epsilon, data_format)
@@ -114,11 +107,6 @@ def evonorm_b2(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channe
 
 _B_FORMULAS = {"b0": evonorm_b0, "b1": evonorm_b1, "b2": evonorm_b2}
 
-
-def _fused_b(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
-    arguments.check_data_format(data_format)
-    vectors = [_float32(t) if t is not None else None for t in (gamma, beta, v, batch_variance)]
-    return fused.b_series(kind, x, *vectors, epsilon, data_format)[0]
 
 
 def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="channels_last"):
@@ -137,9 +125,6 @@ def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="chann
         raise ValueError(f"kind must be one of {sorted(_B_FORMULAS)}, received {kind!r}")
     x = _float32(x)
     arguments.check_data_format(data_format)
-    if fused.ENABLED:
-        vectors = [_float32(t) if t is not None else None for t in (gamma, beta, v)]
-        return fused.b_series(kind, x, *vectors, None, epsilon, data_format)
     variance = statistics.batch_variance(x, data_format)
     extra = (v,) if kind == "b0" else ()
     y = _B_FORMULAS[kind](x, gamma, beta, *extra, variance, epsilon, data_format)
@@ -154,8 +139,6 @@ def _s_series(x, numerator, group_statistic, gamma, beta, epsilon, data_format):
 def evonorm_s0(x, gamma, beta, v, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S0: `x·σ(v·x) / sqrt(s2_hwg + ε) · γ + β` with `groups` channel groups."""
     x = _float32(x)
-    if fused.ENABLED:
-        return _fused_s(x, gamma, beta, v, groups, epsilon, data_format, centered=True)
     numerator = x * tf.sigmoid(_channel(v, x, data_format) * x)
     variance = statistics.group_variance(x, groups, data_format)
     return _s_series(x, numerator, variance, gamma, beta, epsilon, data_format)
@@ -164,8 +147,6 @@ def evonorm_s0(x, gamma, beta, v, groups, epsilon=1e-5, data_format="channels_la
 def evonorm_s1(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S1: `x·σ(x) / sqrt(s2_hwg + ε) · γ + β`."""
     x = _float32(x)
-    if fused.ENABLED:
-        return _fused_s(x, gamma, beta, None, groups, epsilon, data_format, centered=True)
     variance = statistics.group_variance(x, groups, data_format)
     return _s_series(x, x * tf.sigmoid(x), variance, gamma, beta, epsilon, data_format)
 
@@ -173,18 +154,9 @@ def evonorm_s1(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"
 def evonorm_s2(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S2: `x·σ(x) / sqrt(mu2_hwg + ε) · γ + β`."""
     x = _float32(x)
-    if fused.ENABLED:
-        return _fused_s(x, gamma, beta, None, groups, epsilon, data_format, centered=False)
     second_moment = statistics.group_second_moment(x, groups, data_format)
     return _s_series(x, x * tf.sigmoid(x), second_moment, gamma, beta, epsilon, data_format)
 
-
-def _fused_s(x, gamma, beta, v, groups, epsilon, data_format, centered):
-    arguments.check_data_format(data_format)
-    channels = x.shape[-1] if data_format == "channels_last" else x.shape[1]
-    arguments.check_groups_divide(groups, channels)
-    vectors = [_float32(t) if t is not None else None for t in (gamma, beta, v)]
-    return fused.s_series(x, *vectors, groups, epsilon, data_format, centered)
 
 
 def group_norm(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):

@@ -1,28 +1,15 @@
 """Keras 3 front-end: the norm-act layers as `keras.layers.Layer` subclasses.
 
-The math lives in `evonorm_tf.formulas` and the shared logic in
-`evonorm_tf.norm_act_core`; this module only binds them to Keras 3. For
-Model Garden (tf_keras) models use `evonorm_tf.tf_keras` instead: a Keras 3
-layer inside a tf_keras model is not tracked.
+One class per registered norm-act (`evonorm_tf.registry`), built from its
+spec: the core mixin of `evonorm_tf.norm_act_core` on Keras 3's `Layer` (or
+on Keras 3's `BatchNormalization` for the BN baselines). For Model Garden
+(tf_keras) models use `evonorm_tf.tf_keras` instead: a Keras 3 layer inside a
+tf_keras model is not tracked.
 """
 
 import keras
 
-from evonorm_tf import norm_act_core as core
-
-__all__ = [
-    "BatchNormReLU",
-    "BatchNormSiLU",
-    "EvoNormB0",
-    "EvoNormB1",
-    "EvoNormB2",
-    "EvoNormS0",
-    "EvoNormS1",
-    "EvoNormS2",
-    "FilterResponseNormTLU",
-    "GroupNormReLU",
-    "GroupNormSiLU",
-]
+from evonorm_tf import norm_acts, registry
 
 _register = keras.saving.register_keras_serializable(package="evonorm_tf")
 
@@ -54,68 +41,30 @@ class _MeanMovingStatistics:
     `"mean"` every update is averaged, as for the EvoNorms' `moving_variance`.
     """
 
+    _keras = keras
+
     def add_weight(self, *args, trainable=True, aggregation="none", **kwargs):
         if not trainable and aggregation == "none":
             aggregation = "mean"
         return super().add_weight(*args, trainable=trainable, aggregation=aggregation, **kwargs)
 
 
-@_register
-class EvoNormB0(_Keras3Weights, core.EvoNormB0Core, keras.layers.Layer):
-    __doc__ = core.EvoNormB0Core.__doc__
+def make_layer_class(spec):
+    """The Keras 3 layer class of a `registry.NormActSpec`."""
+    if spec.keras_base == "BatchNormalization":
+        bases = (_MeanMovingStatistics, spec.core, keras.layers.BatchNormalization)
+    else:
+        bases = (_Keras3Weights, spec.core, keras.layers.Layer)
+    namespace = {
+        "__doc__": spec.core.__doc__,
+        "__module__": __name__,
+        "__qualname__": spec.class_name,
+        "activation": spec.post_activation,
+    }
+    return _register(type(spec.class_name, bases, namespace))
 
 
-@_register
-class EvoNormB1(_Keras3Weights, core.EvoNormB1Core, keras.layers.Layer):
-    __doc__ = core.EvoNormB1Core.__doc__
+registry.register_front_end("keras", make_layer_class)
 
-
-@_register
-class EvoNormB2(_Keras3Weights, core.EvoNormB2Core, keras.layers.Layer):
-    __doc__ = core.EvoNormB2Core.__doc__
-
-
-@_register
-class EvoNormS0(_Keras3Weights, core.EvoNormS0Core, keras.layers.Layer):
-    __doc__ = core.EvoNormS0Core.__doc__
-
-
-@_register
-class EvoNormS1(_Keras3Weights, core.EvoNormS1Core, keras.layers.Layer):
-    __doc__ = core.EvoNormS1Core.__doc__
-
-
-@_register
-class EvoNormS2(_Keras3Weights, core.EvoNormS2Core, keras.layers.Layer):
-    __doc__ = core.EvoNormS2Core.__doc__
-
-
-@_register
-class FilterResponseNormTLU(_Keras3Weights, core.FilterResponseNormTLUCore, keras.layers.Layer):
-    __doc__ = core.FilterResponseNormTLUCore.__doc__
-
-
-@_register
-class GroupNormReLU(_Keras3Weights, core.GroupNormActCore, keras.layers.Layer):
-    __doc__ = core.GroupNormActCore.__doc__
-    activation = "relu"
-
-
-@_register
-class GroupNormSiLU(_Keras3Weights, core.GroupNormActCore, keras.layers.Layer):
-    __doc__ = core.GroupNormActCore.__doc__
-    activation = "silu"
-
-
-@_register
-class BatchNormReLU(_MeanMovingStatistics, core.BatchNormActCore, keras.layers.BatchNormalization):
-    __doc__ = core.BatchNormActCore.__doc__
-    _keras = keras
-    activation = "relu"
-
-
-@_register
-class BatchNormSiLU(_MeanMovingStatistics, core.BatchNormActCore, keras.layers.BatchNormalization):
-    __doc__ = core.BatchNormActCore.__doc__
-    _keras = keras
-    activation = "silu"
+__all__ = [spec.class_name for spec in norm_acts.BUILT_IN]
+globals().update({spec.class_name: registry.layer_class(spec.name, "keras") for spec in norm_acts.BUILT_IN})

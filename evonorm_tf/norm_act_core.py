@@ -15,9 +15,7 @@ between the two Keras versions. Docstrings of the public layers live here.
 
 import tensorflow as tf
 
-from evonorm_tf import arguments, formulas, statistics
-
-_REFERENCE = "Liu, Brock, Simonyan, Le. Evolving Normalization-Activation Layers. arXiv:2004.02967"
+from evonorm_tf import arguments, kernels, statistics
 
 ACTIVATIONS = {"relu": tf.nn.relu, "silu": tf.nn.silu}
 
@@ -53,13 +51,15 @@ class NormActCore:
         beta_regularizer=None,
         gamma_constraint=None,
         beta_constraint=None,
-        data_format="channels_last",
+        data_format=None,
+        axis=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.nonlinearity = arguments.check_bool("nonlinearity", nonlinearity)
         self.epsilon = arguments.check_epsilon(epsilon)
-        self.data_format = arguments.check_data_format(data_format)
+        self.data_format = arguments.data_format_from_axis(axis, data_format)
+        self._axis = axis
         keras_api = self._keras
         self.gamma_initializer = keras_api.initializers.get(gamma_initializer)
         self.beta_initializer = keras_api.initializers.get(beta_initializer)
@@ -77,7 +77,10 @@ class NormActCore:
 
     def build(self, input_shape):
         channels = arguments.check_input_shape(input_shape, self.data_format)
+        arguments.check_axis_matches(self._axis, len(input_shape))
         self.channels = channels
+        # The kernel path is chosen here, once (`evonorm_tf.kernels`); calls use `self._kernels`.
+        self._kernels = kernels.Selection()
         self._build_weights(channels)
         super().build(input_shape)
 
@@ -92,7 +95,8 @@ class NormActCore:
     # -- call --------------------------------------------------------------------
 
     def call(self, inputs, training=None):
-        training = training_flag(training)
+        # A frozen layer runs in inference mode, as Keras BatchNormalization.
+        training = training_flag(training) if self.trainable else False
         if isinstance(training, bool):
             outputs = self._normalize(inputs, training)
         else:
@@ -130,11 +134,13 @@ class BatchSeriesCore(NormActCore):
 
     uses_v = False
 
-    def __init__(self, momentum=0.9, synchronized=False, v_initializer="ones", **kwargs):
+    def __init__(self, momentum=0.9, synchronized=False, v_initializer="ones",
+                 moving_variance_initializer="ones", **kwargs):
         super().__init__(**kwargs)
         self.momentum = arguments.check_momentum(momentum)
         self.synchronized = arguments.check_bool("synchronized", synchronized)
         self.v_initializer = self._keras.initializers.get(v_initializer)
+        self.moving_variance_initializer = self._keras.initializers.get(moving_variance_initializer)
 
     def _build_weights(self, channels):
         super()._build_weights(channels)
@@ -143,15 +149,15 @@ class BatchSeriesCore(NormActCore):
         if self.uses_v:
             self.v = self._add_channel_weight("v", channels, self.v_initializer)
         self.moving_variance = self._add_channel_weight(
-            "moving_variance", channels, "ones", trainable=False
+            "moving_variance", channels, self.moving_variance_initializer, trainable=False
         )
 
     def _normalize(self, x, training):
         if not self.nonlinearity:
-            return formulas.affine(x, self.gamma, self.beta, self.data_format)
+            return self._kernels.affine(x, self.gamma, self.beta, self.data_format)
         if training and not self.synchronized:
             # One op computes the batch variance with y (and differentiates both).
-            outputs, variance = formulas.evonorm_b_training(
+            outputs, variance = self._kernels.evonorm_b_training(
                 self.formula_kind, x, self.gamma, self.beta, getattr(self, "v", None),
                 self.epsilon, self.data_format,
             )
@@ -177,6 +183,9 @@ class BatchSeriesCore(NormActCore):
             "momentum": self.momentum,
             "synchronized": self.synchronized,
             "v_initializer": self._keras.initializers.serialize(self.v_initializer),
+            "moving_variance_initializer": self._keras.initializers.serialize(
+                self.moving_variance_initializer
+            ),
         }
         return {**super().get_config(), **config}
 
@@ -212,7 +221,7 @@ class SeriesSCore(GroupedCore):
 
     def _normalize(self, x, training):
         if not self.nonlinearity:
-            return formulas.affine(x, self.gamma, self.beta, self.data_format)
+            return self._kernels.affine(x, self.gamma, self.beta, self.data_format)
         return self._formula(x)
 
     def _formula(self, x):
@@ -225,7 +234,7 @@ class SeriesSCore(GroupedCore):
         }
 
 
-_COMMON_ARGS = """
+COMMON_ARGUMENTS = """
     Args:
       nonlinearity: if False the layer is only the affine map `x·γ + β`, as in
         the authors' code (use it where a BN is not followed by an activation).
@@ -237,14 +246,18 @@ _COMMON_ARGS = """
         optional Keras regularizers / constraints.
       data_format: `"channels_last"` (default, `[N, *spatial, C]`) or
         `"channels_first"` (`[N, C, *spatial]`); inputs of rank 3, 4 or 5.
+      axis: the channel axis as Keras normalization layers take it, instead
+        of `data_format`: -1 (or the last axis) for channels-last, 1 for
+        channels-first.
 """
 
-_B_ARGS = """      momentum: moving-average momentum, `mv ← momentum·mv + (1 − momentum)·s2_bhw`,
+B_SERIES_ARGUMENTS = """      momentum: moving-average momentum, `mv ← momentum·mv + (1 − momentum)·s2_bhw`,
         in [0, 1). Default 0.9.
       synchronized: if True, the batch variance is that of all replicas of
         the current `tf.distribute` strategy (an all-reduce). Default False:
         per-replica statistics, as the authors' TPU code.
       v_initializer: initializer of v (B0 only). Default `"ones"`.
+      moving_variance_initializer: initializer of `moving_variance`. Default `"ones"`.
 
     Call arguments:
       inputs: a float tensor (float32, float16 or bfloat16); statistics are
@@ -252,12 +265,13 @@ _B_ARGS = """      momentum: moving-average momentum, `mv ← momentum·mv + (1 
       training: in training the batch variance of `inputs` is used and
         `moving_variance` is updated; in inference `moving_variance` is used,
         so outputs do not depend on the rest of the batch. The instance term
-        is always computed per sample.
+        is always computed per sample. A layer with `trainable=False` runs in
+        inference mode whatever `training` says, as Keras BatchNormalization.
 
     Weights: `gamma`, `beta`, `v` (B0), `moving_variance` (float32, not trainable).
 """
 
-_S_ARGS = """      groups: number of channel groups; must divide the channels. Default
+S_SERIES_ARGUMENTS = """      groups: number of channel groups; must divide the channels. Default
         None: 32 groups unless `group_size` is given. Mutually exclusive with
         `group_size`.
       group_size: channels per group instead of `groups`.
@@ -277,7 +291,7 @@ class EvoNormB0Core(BatchSeriesCore):
     uses_v = True
 
     def _formula(self, x, batch_variance):
-        return formulas.evonorm_b0(
+        return self._kernels.evonorm_b0(
             x, self.gamma, self.beta, self.v, batch_variance, self.epsilon, self.data_format
         )
 
@@ -285,7 +299,7 @@ class EvoNormB0Core(BatchSeriesCore):
 class EvoNormB1Core(BatchSeriesCore):
     formula_kind = "b1"
     def _formula(self, x, batch_variance):
-        return formulas.evonorm_b1(
+        return self._kernels.evonorm_b1(
             x, self.gamma, self.beta, batch_variance, self.epsilon, self.data_format
         )
 
@@ -293,7 +307,7 @@ class EvoNormB1Core(BatchSeriesCore):
 class EvoNormB2Core(BatchSeriesCore):
     formula_kind = "b2"
     def _formula(self, x, batch_variance):
-        return formulas.evonorm_b2(
+        return self._kernels.evonorm_b2(
             x, self.gamma, self.beta, batch_variance, self.epsilon, self.data_format
         )
 
@@ -302,37 +316,23 @@ class EvoNormS0Core(SeriesSCore):
     uses_v = True
 
     def _formula(self, x):
-        return formulas.evonorm_s0(
+        return self._kernels.evonorm_s0(
             x, self.gamma, self.beta, self.v, self.resolved_groups, self.epsilon, self.data_format
         )
 
 
 class EvoNormS1Core(SeriesSCore):
     def _formula(self, x):
-        return formulas.evonorm_s1(
+        return self._kernels.evonorm_s1(
             x, self.gamma, self.beta, self.resolved_groups, self.epsilon, self.data_format
         )
 
 
 class EvoNormS2Core(SeriesSCore):
     def _formula(self, x):
-        return formulas.evonorm_s2(
+        return self._kernels.evonorm_s2(
             x, self.gamma, self.beta, self.resolved_groups, self.epsilon, self.data_format
         )
-
-
-def _document(core, title, formula, extra_args):
-    core.__doc__ = (
-        f"{title}: `{formula}`.\n{_COMMON_ARGS}{extra_args}\n    Reference: {_REFERENCE}\n"
-    )
-
-
-_document(EvoNormB0Core, "EvoNorm-B0", "x / max(sqrt(s2_bhw + ε), v·x + sqrt(s2_hw + ε)) · γ + β", _B_ARGS)
-_document(EvoNormB1Core, "EvoNorm-B1", "x / max(sqrt(s2_bhw + ε), (x + 1)·sqrt(mu2_hw + ε)) · γ + β", _B_ARGS)
-_document(EvoNormB2Core, "EvoNorm-B2", "x / max(sqrt(s2_bhw + ε), sqrt(mu2_hw + ε) − x) · γ + β", _B_ARGS)
-_document(EvoNormS0Core, "EvoNorm-S0", "x·σ(v·x) / sqrt(s2_hwg + ε) · γ + β", _S_ARGS)
-_document(EvoNormS1Core, "EvoNorm-S1", "x·σ(x) / sqrt(s2_hwg + ε) · γ + β", _S_ARGS)
-_document(EvoNormS2Core, "EvoNorm-S2", "x·σ(x) / sqrt(mu2_hwg + ε) · γ + β", _S_ARGS)
 
 
 # -- baselines -------------------------------------------------------------------
@@ -349,7 +349,7 @@ class GroupNormActCore(GroupedCore):
     activation = None
 
     def _normalize(self, x, training):
-        y = formulas.group_norm(
+        y = self._kernels.group_norm(
             x, self.gamma, self.beta, self.resolved_groups, self.epsilon, self.data_format
         )
         return ACTIVATIONS[self.activation](y) if self.nonlinearity else y
@@ -373,10 +373,10 @@ class FilterResponseNormTLUCore(NormActCore):
             self.tau = self._add_channel_weight("tau", channels, self.tau_initializer)
 
     def _normalize(self, x, training):
-        y = formulas.filter_response_norm(x, self.gamma, self.beta, self.epsilon, self.data_format)
+        y = self._kernels.filter_response_norm(x, self.gamma, self.beta, self.epsilon, self.data_format)
         if not self.nonlinearity:
             return y
-        return formulas.thresholded_linear_unit(y, self.tau, self.data_format)
+        return self._kernels.thresholded_linear_unit(y, self.tau, self.data_format)
 
     def get_config(self):
         return {
@@ -408,14 +408,16 @@ class BatchNormActCore:
         beta_regularizer=None,
         gamma_constraint=None,
         beta_constraint=None,
-        data_format="channels_last",
+        data_format=None,
         synchronized=False,
+        axis=None,
         **kwargs,
     ):
         self.nonlinearity = arguments.check_bool("nonlinearity", nonlinearity)
-        self.data_format = arguments.check_data_format(data_format)
+        self.data_format = arguments.data_format_from_axis(axis, data_format)
+        self._requested_axis = axis
         super().__init__(
-            axis=-1 if data_format == "channels_last" else 1,
+            axis=-1 if self.data_format == "channels_last" else 1,
             momentum=arguments.check_momentum(momentum),
             epsilon=arguments.check_epsilon(epsilon),
             gamma_initializer=gamma_initializer,
@@ -430,6 +432,7 @@ class BatchNormActCore:
 
     def build(self, input_shape):
         arguments.check_input_shape(input_shape, self.data_format)
+        arguments.check_axis_matches(self._requested_axis, len(input_shape))
         super().build(input_shape)
 
     def call(self, inputs, training=None):

@@ -106,7 +106,8 @@ class ShadowBatchNormCore:
         between calls of one `tf.function`/XLA program) or a Python int
         (Keras 3 takes it as a keyword: `layer(x, active_paths=2)`).
       training: batch statistics and a moving-statistic update (True), or BN
-        number m's moving statistics (False, default).
+        number m's moving statistics (False, default). A layer with
+        `trainable=False` runs in inference mode whatever `training` says.
 
     Weights: `gamma`, `beta` (trainable), `moving_mean`, `moving_variance`
     (not trainable), each `[k, C]` float32; row m − 1 is BN number m.
@@ -151,7 +152,8 @@ class ShadowBatchNormCore:
         index = path_index(active_paths, self.num_paths)
         gamma = tf.gather(tf.convert_to_tensor(self.gamma), index)
         beta = tf.gather(tf.convert_to_tensor(self.beta), index)
-        training = training_flag(training)
+        # A frozen layer runs in inference mode, as Keras BatchNormalization.
+        training = training_flag(training) if self.trainable else False
         if isinstance(training, bool):
             mean, variance = self._statistics(inputs, index, training)
         else:

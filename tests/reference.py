@@ -1,6 +1,6 @@
 """An independent NumPy float64 reference of every norm-act layer.
 
-Written from the formulas of REFERENCE.md §1–2 (Liu, Brock, Simonyan, Le 2020,
+Written from the formulas of the papers (Liu, Brock, Simonyan, Le 2020,
 arXiv:2004.02967; Wu & He 2018; Singh & Krishnan 2020; Ioffe & Szegedy 2015),
 not from `evonorm_tf`, which this module never imports. The tests compare the
 float32 TensorFlow layers against it.
@@ -96,7 +96,7 @@ def silu(x):
     return x * sigmoid(x)
 
 
-# -- EvoNorms (REFERENCE.md §1) ------------------------------------------------------
+# -- EvoNorms (arXiv:2004.02967) ------------------------------------------------------
 # Each formula takes its statistics as arguments (`norm_act` computes them), so
 # a test can hold them fixed.
 
@@ -140,7 +140,7 @@ def moving_variance_update(moving_variance, x, momentum):
     return momentum * moving_variance + (1.0 - momentum) * batch_variance(x)
 
 
-# -- baselines (REFERENCE.md §2) -----------------------------------------------------
+# -- baselines (BN, GN, FRN + TLU) -----------------------------------------------------
 
 
 def batch_norm(x, gamma, beta, mean, variance, epsilon):

@@ -110,7 +110,12 @@ def test_efficientnet_schedules_follow_the_authors_recipe(path):
 
 
 def test_experiments_are_registered_with_model_gardens_task():
+    ours = {name for name in exp_factory._REGISTERED_CONFIGS if name.startswith("evonorm_")}
+    assert ours == set(configs.EXPERIMENTS)
     for name in configs.EXPERIMENTS:
+        config = exp_factory.get_exp_config(name)
+        assert task_factory.get_task_cls(type(config.task)) is not None
+    for name in ("evonorm_resnet_imagenet", "evonorm_efficientnet_imagenet"):
         config = exp_factory.get_exp_config(name)
         assert isinstance(config, configs.ExperimentConfig)
         assert isinstance(config.task, configs.ImageClassificationTask)

@@ -151,3 +151,56 @@ def test_experiment_config_checks_every_norm_act_name():
         override("task.model.heads_norm_activation.type=bn_tanh").validate()
     with pytest.raises(ValueError, match="backbone.evonorm_resnet.norm_activation.type='x'"):
         override("task.model.backbone.evonorm_resnet.norm_activation.type=x").validate()
+
+
+def test_separable_bn_relu_is_model_gardens_separable_fpn(backbone, features):
+    """`use_separable_conv`: Model Garden's separable FPN, variable for variable and output for
+    output (after copying the weights across), with the same regularization losses."""
+    regularizer = tf_keras.regularizers.l2(1e-4)
+    ours = _fpn(backbone, "bn_relu", norm_act_options={"momentum": 0.99, "epsilon": 1e-3},
+                use_separable_conv=True, kernel_regularizer=regularizer)
+    theirs = FPN(backbone.output_specs, min_level=3, max_level=7, num_filters=FILTERS,
+                 use_separable_conv=True, kernel_regularizer=regularizer)
+    assert [w.shape.as_list() for w in ours.weights] == [w.shape.as_list() for w in theirs.weights]
+    separable = [layer for layer in ours.layers if isinstance(layer, tf_keras.layers.SeparableConv2D)]
+    assert len(separable) == 3 + 3 + 2  # lateral 3…5, post-hoc 3…5, coarser 6 and 7
+    plain = _fpn(backbone, "bn_relu")
+    assert ours.count_params() < plain.count_params()
+    rng = np.random.default_rng(1)
+    for layer in theirs.layers:
+        if layer.weights:
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.get_weights()])
+            ours.get_layer(layer.name).set_weights(layer.get_weights())
+    expected, actual = theirs(features, training=False), ours(features, training=False)
+    for level in expected:
+        np.testing.assert_allclose(actual[level].numpy(), expected[level].numpy(), rtol=1e-5, atol=1e-4)
+    assert len(ours.losses) == len(theirs.losses)
+    assert ours.get_config()["use_separable_conv"] is True
+    assert NormActFPN.from_config(ours.get_config()).count_params() == ours.count_params()
+
+
+def test_model_level_norm_activation_reaches_every_fpn_norm(backbone):
+    """Model Garden's `task.model.norm_activation` reaches the 5 norm layers as it reaches Model
+    Garden's FPN; a field set in the decoder's own block wins over it."""
+    model_config = maskrcnn_configs.MaskRCNN(min_level=3, max_level=7)
+    model_config.override({
+        "norm_activation": {"use_sync_bn": True, "norm_momentum": 0.7, "norm_epsilon": 2e-3},
+        "decoder": {"evonorm_fpn": {"num_filters": FILTERS, "use_separable_conv": True,
+                                    "norm_activation": {"type": "bn_relu"}}},
+    })
+    fpn = decoder_factory.build_decoder(backbone.output_specs, model_config)
+    theirs_config = maskrcnn_configs.MaskRCNN(min_level=3, max_level=7)
+    theirs_config.override({"norm_activation": model_config.norm_activation.as_dict(),
+                            "decoder": {"type": "fpn", "fpn": {"num_filters": FILTERS, "use_separable_conv": True}}})
+    theirs = decoder_factory.build_decoder(backbone.output_specs, theirs_config)
+    norms = [fpn.get_layer(f"norm_{level}") for level in range(3, 8)]
+    options = [(norm.synchronized, norm.momentum, norm.epsilon) for norm in norms]
+    assert options == [(True, 0.7, 2e-3)] * 5
+    their_norms = [theirs.get_layer(f"norm_{level}") for level in range(3, 8)]
+    assert options == [(bool(n.synchronized), n.momentum, n.epsilon) for n in their_norms]
+    assert any(isinstance(layer, tf_keras.layers.SeparableConv2D) for layer in fpn.layers)
+    # The decoder's own block: a set field wins, an unset one still comes from the model level.
+    model_config.override({"decoder": {"evonorm_fpn": {"norm_activation": {"synchronized": False, "momentum": 0.8}}}})
+    fpn = decoder_factory.build_decoder(backbone.output_specs, model_config)
+    assert {(fpn.get_layer(f"norm_{level}").synchronized, fpn.get_layer(f"norm_{level}").momentum,
+             fpn.get_layer(f"norm_{level}").epsilon) for level in range(3, 8)} == {(False, 0.8, 2e-3)}

@@ -1,4 +1,4 @@
-"""The fast EvoNorm kernels (`evonorm_tf.fused`, reached through `evonorm_tf.formulas`).
+"""The EvoNorm kernels of the `cpu` and `portable` paths (`evonorm_tf.kernels`).
 
 Forward values and every gradient (x, γ, β, v, and the batch variance when it
 is an input) are checked against an independent NumPy float64 reference
@@ -10,9 +10,29 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from evonorm_tf import formulas, fused
+from evonorm_tf import formulas, kernels
+from evonorm_tf.kernels import cpu_launch, cpu_sums
 
 EPS = 1e-5
+
+# Every test of this module runs on each kernel path (`kernels.Selection`).
+_PATH = {"kernels": kernels.Selection("cpu")}
+
+
+@pytest.fixture(autouse=True, params=["cpu", "portable"])
+def kernel_path(request):
+    _PATH["kernels"] = kernels.Selection(request.param)
+    yield request.param
+    _PATH["kernels"] = kernels.Selection("cpu")
+
+
+def _impl(name):
+    return getattr(_PATH["kernels"], name)
+
+
+def cpu_only(path):
+    if path != "cpu":
+        pytest.skip("a detail of the cpu kernels")
 
 
 # -- NumPy float64 reference -------------------------------------------------------------
@@ -82,12 +102,12 @@ def _call(kind, x, gamma, beta, v, data_format, groups, batch_variance=None, dty
     if kind.startswith("b"):
         extra = [args[2]] if kind == "b0" else []
         if batch_variance is None:
-            y, _ = formulas.evonorm_b_training(kind, x, args[0], args[1], args[2] if kind == "b0" else None,
+            y, _ = _impl("evonorm_b_training")(kind, x, args[0], args[1], args[2] if kind == "b0" else None,
                                                EPS, data_format)
             return y
-        function = {"b0": formulas.evonorm_b0, "b1": formulas.evonorm_b1, "b2": formulas.evonorm_b2}[kind]
+        function = {"b0": _impl("evonorm_b0"), "b1": _impl("evonorm_b1"), "b2": _impl("evonorm_b2")}[kind]
         return function(x, args[0], args[1], *extra, batch_variance, EPS, data_format)
-    function = {"s0": formulas.evonorm_s0, "s1": formulas.evonorm_s1, "s2": formulas.evonorm_s2}[kind]
+    function = {"s0": _impl("evonorm_s0"), "s1": _impl("evonorm_s1"), "s2": _impl("evonorm_s2")}[kind]
     extra = [args[2]] if kind == "s0" else []
     return function(x, args[0], args[1], *extra, groups, EPS, data_format)
 
@@ -113,12 +133,12 @@ def _call_tensor(kind, tensors, data_format, groups, bvar):
     x, gamma, beta, v = tensors[:4]
     if kind.startswith("b"):
         if bvar is None:
-            return formulas.evonorm_b_training(kind, x, gamma, beta, v if kind == "b0" else None,
+            return _impl("evonorm_b_training")(kind, x, gamma, beta, v if kind == "b0" else None,
                                                EPS, data_format)[0]
-        function = {"b0": formulas.evonorm_b0, "b1": formulas.evonorm_b1, "b2": formulas.evonorm_b2}[kind]
+        function = {"b0": _impl("evonorm_b0"), "b1": _impl("evonorm_b1"), "b2": _impl("evonorm_b2")}[kind]
         extra = [v] if kind == "b0" else []
         return function(x, gamma, beta, *extra, bvar, EPS, data_format)
-    function = {"s0": formulas.evonorm_s0, "s1": formulas.evonorm_s1, "s2": formulas.evonorm_s2}[kind]
+    function = {"s0": _impl("evonorm_s0"), "s1": _impl("evonorm_s1"), "s2": _impl("evonorm_s2")}[kind]
     extra = [v] if kind == "s0" else []
     return function(x, gamma, beta, *extra, groups, EPS, data_format)
 
@@ -206,13 +226,9 @@ def test_b_series_inference_with_moving_variance(kind, data_format):
 
 def test_training_returns_batch_variance_and_matches_plain_graph():
     x, gamma, beta, v = _inputs((4, 5, 6, 8), "channels_last", seed=5)
-    y, variance = formulas.evonorm_b_training("b0", tf.constant(x, tf.float32), gamma, beta, v)
+    y, variance = _impl("evonorm_b_training")("b0", tf.constant(x, tf.float32), gamma, beta, v)
     np.testing.assert_allclose(variance.numpy(), x.var(axis=(0, 1, 2)), rtol=1e-5)
-    fused.ENABLED = False
-    try:
-        y_plain, variance_plain = formulas.evonorm_b_training("b0", tf.constant(x, tf.float32), gamma, beta, v)
-    finally:
-        fused.ENABLED = True
+    y_plain, variance_plain = formulas.evonorm_b_training("b0", tf.constant(x, tf.float32), gamma, beta, v)
     np.testing.assert_allclose(y.numpy(), y_plain.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(variance.numpy(), variance_plain.numpy(), rtol=1e-5)
 
@@ -299,27 +315,25 @@ def test_bfloat16_gradient_close_to_float32(kind):
     np.testing.assert_allclose(results[1], results[0], atol=1e-2 * scale)
 
 
-def test_disabled_switch_gives_same_values():
+def test_reference_path_gives_same_values():
     x, gamma, beta, v = _inputs((2, 3, 4, 8), "channels_last", seed=15)
     xt = tf.constant(x, tf.float32)
-    fast = formulas.evonorm_s0(xt, gamma, beta, v, 4)
-    fused.ENABLED = False
-    try:
-        plain = formulas.evonorm_s0(xt, gamma, beta, v, 4)
-    finally:
-        fused.ENABLED = True
+    fast = _impl("evonorm_s0")(xt, gamma, beta, v, 4)
+    plain = formulas.evonorm_s0(xt, gamma, beta, v, 4)
     np.testing.assert_allclose(fast.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["evonorm_b0", "evonorm_b1", "evonorm_b2"])
-def test_layer_training_step_and_moving_variance(name):
-    """The layers reach the fused training op: output, gradients and moving variance."""
+def test_layer_training_step_and_moving_variance(name, kernel_path):
+    """The layers reach the training op of their path: output, gradients and moving variance."""
     from evonorm_tf import tf_keras as evonorm_tf_keras
 
     x, _, _, _ = _inputs((4, 5, 6, 8), "channels_last", seed=16)
     layer = evonorm_tf_keras.get_norm_act(name, momentum=0.9)
     xt = tf.constant(x, tf.float32)
-    layer.build(xt.shape)
+    with kernels.use(kernel_path):
+        layer.build(xt.shape)
+    assert layer._kernels.path == kernel_path
     with tf.GradientTape() as tape:
         tape.watch(xt)
         y = layer(xt, training=True)
@@ -332,9 +346,9 @@ def test_layer_training_step_and_moving_variance(name):
 
 
 # -- blocked spatial sums (spatial size above the kernels' block) -----------------------
-# The kernels sum more spatial positions than fused.B_BLOCK (8) or S_BLOCK (16)
+# The kernels sum more spatial positions than cpu_sums.B_BLOCK (8) or S_BLOCK (16)
 # in blocks: 48 → 6 blocks of 8 or 3 of 16, 64 → 8 of 8 or 4 of 16, 49 → 7 of 7,
-# 37 (prime) → 37 of 1, the addition tree of fused._finish sums the elements themselves.
+# 37 (prime) → 37 of 1, the addition tree of cpu._finish sums the elements themselves.
 
 LARGE_SPATIAL = {
     "48_channels_last": ((2, 6, 8, 8), "channels_last"),
@@ -400,16 +414,17 @@ def test_bfloat16_blocked_gradients_close_to_float32(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_uncompiled_kernels_match_compiled(kind):
-    """`fused.COMPILED = False` runs the same kernels as plain TF ops: same values and gradients."""
+def test_uncompiled_kernels_match_compiled(kind, kernel_path):
+    """`cpu_launch.COMPILED = False` runs the same kernels as plain TF ops: same values and gradients."""
+    cpu_only(kernel_path)
     x, gamma, beta, v = _inputs((2, 6, 8, 8), "channels_last", seed=23)
     dy = np.random.default_rng(24).normal(size=x.shape)
     compiled = _gradients(kind, x, gamma, beta, v, dy, "channels_last", 4)
-    fused.COMPILED = False
+    cpu_launch.COMPILED = False
     try:
         plain = _gradients(kind, x, gamma, beta, v, dy, "channels_last", 4)
     finally:
-        fused.COMPILED = True
+        cpu_launch.COMPILED = True
     for a, b in zip(compiled, plain):
         if a is not None:
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(a).max()))
@@ -423,36 +438,39 @@ def test_many_shapes_trace_each_kernel_once_without_retracing_warnings(caplog):
             x = tf.random.normal([2, size, size + 1, 8])
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                y = formulas.evonorm_b_training("b0", x, gamma, beta, v)[0] + formulas.evonorm_s0(x, gamma, beta, v, 4)
+                y = _impl("evonorm_b_training")("b0", x, gamma, beta, v)[0] + _impl("evonorm_s0")(x, gamma, beta, v, 4)
             tape.gradient(y, x)
     assert not [r for r in caplog.records if "retracing" in r.getMessage()], caplog.text
 
 
 @pytest.mark.parametrize("spatial,b_block,s_block", [
     (3136, 8, 16), (784, 8, 16), (196, 7, 14), (49, 7, 7), (48, 8, 16), (37, 1, 1), (6, 6, 6), (None, 1, 1)])
-def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, b_block, s_block):
-    """Short blocks are what keeps the fused sums vectorised (see fused._block_sums)."""
-    assert fused._block_size(spatial, fused.B_BLOCK) == b_block
-    assert fused._block_size(spatial, fused.S_BLOCK) == s_block
+def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, b_block, s_block, kernel_path):
+    """Short blocks are what keeps the cpu kernels' sums vectorised (see cpu._block_sums)."""
+    cpu_only(kernel_path)
+    assert cpu_sums._block_size(spatial, cpu_sums.B_BLOCK) == b_block
+    assert cpu_sums._block_size(spatial, cpu_sums.S_BLOCK) == s_block
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 6, 7, 12, 37])
-def test_tree_sum_adds_every_row_once(rows):
-    """The halving additions of fused._tree_sum, odd rows set aside, against NumPy's sum."""
+def test_tree_sum_adds_every_row_once(rows, kernel_path):
+    """The halving additions of cpu_sums._tree_sum, odd rows set aside, against NumPy's sum."""
+    cpu_only(kernel_path)
     x = np.random.default_rng(rows).normal(size=(2, rows, 3, 4)).astype(np.float32)
-    got = tf.function(fused._tree_sum, jit_compile=True)(tf.constant(x)).numpy()
+    got = tf.function(cpu_sums._tree_sum, jit_compile=True)(tf.constant(x)).numpy()
     assert got.shape == (2, 1, 3, 4)
     np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [48, 40, 12, 6, 7])
-def test_materialized_keeps_every_bit(size):
+def test_materialized_keeps_every_bit(size, kernel_path):
     """The int32 identity matmul that keeps XLA from fusing the sums changes no bit, NaN and inf included.
 
     Sizes divisible by 16, 8, 4 and 2 (the matmul's row widths) and an odd one (no matmul).
     """
+    cpu_only(kernel_path)
     special = [np.nan, np.inf, -np.inf, -0.0, 1e-45, 3.4e38, 1.0, -2.5]
     values = np.resize(np.array(special, np.float32), size).reshape(1, 1, 1, size)
-    got = tf.function(fused._materialized, jit_compile=True)(tf.constant(values)).numpy()
+    got = tf.function(cpu_sums._materialized, jit_compile=True)(tf.constant(values)).numpy()
     assert got.shape == values.shape
     assert got.tobytes() == values.tobytes()

@@ -20,7 +20,8 @@ def test_matches_numpy_reference(name):
     x = rng.normal(size=(3, 4, 4, 8)).astype(np.float32)
     c = rng.normal(size=(3, 5)).astype(np.float32)
     kwargs = {"groups": 4} if name in reference.S_SERIES + reference.GROUP_NORMS else {}
-    layer = conditional_norm.ConditionalNormAct(name, spectral_norm=False, **kwargs)
+    layer = conditional_norm.ConditionalNormAct(name, spectral_norm=False, projection_bias=True,
+                                                **kwargs)
     layer.build(x.shape)
     if name == "frn_tlu":
         layer.tau.assign(rng.normal(size=8).astype(np.float32) * 0.3)
@@ -53,7 +54,8 @@ def test_inner_affine_is_constant_and_projections_train(name):
     layer(x, c, training=True)
     trainable = {w.name.split("/")[-1].split(":")[0] for w in layer.trainable_weights}
     assert "gamma" not in trainable and "beta" not in trainable
-    assert {"kernel", "bias"} <= trainable
+    # The projections are kernels only (compare_gan, BigGAN-PyTorch): no bias weights.
+    assert "kernel" in trainable and "bias" not in trainable
     if name in ("evonorm_b0", "evonorm_s0"):
         assert "v" in trainable
 

@@ -47,8 +47,9 @@ def _relu(x):
 
 
 def _weights(layer):
-    kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
-    return kernel.astype(np.float64), bias.astype(np.float64)
+    kernel = layer.kernel.numpy().astype(np.float64)
+    bias = layer.bias.numpy() if layer.bias is not None else np.zeros(kernel.shape[-1])
+    return kernel, bias.astype(np.float64)
 
 
 def _conditional_bn_relu(norm, x, condition):
@@ -256,7 +257,7 @@ def test_generator_shapes_layout_and_size(resolution, norm_act):
     assert {norm.gain_projection.layer.kernel.shape[0] for norm in norms} == {z_dim + shared}
     if resolution == 128:
         assert _count(G) == _reference_generator_parameters(
-            ch, z_dim, shared, 10, rgb_filters=3, projection_bias=True, attention_bias=True) + (
+            ch, z_dim, shared, 10, rgb_filters=3, projection_bias=False, attention_bias=False) + (
             0 if norm_act == "bn_relu" else _evonorm_extra_weights(norms, G))
 
 
@@ -284,23 +285,23 @@ def test_discriminator_shapes_layout_and_size(resolution):
     # Attention only where a stage outputs 64x64: after block1 at 128.
     assert list(D.attention) == (["block1"] if resolution == 128 else [])
     if resolution == 128:
-        assert _count(D) == _reference_discriminator_parameters(ch, 10, attention_bias=True)
+        assert _count(D) == _reference_discriminator_parameters(ch, 10, attention_bias=False)
 
 
 @pytest.mark.slow
 def test_paper_configuration_parameter_counts():
     # BigGAN-deep 128 (ch 128, z 128, shared embedding 128, 1000 classes). Ours differs from
-    # the published 50,388,609 / 34,590,210 (see the test above) only by documented choices:
-    # a 3-filter RGB conv (not 128 then slice), biases on the γ/β projections (41,216) and on
-    # the attention's four 1x1 convs (448).
+    # the published 50,388,609 / 34,590,210 (see the test above) only by a documented choice:
+    # a 3-filter RGB conv (not 128 then slice); like the references, the γ/β projections and
+    # the attention's four 1x1 convs have no bias.
     G = Generator(resolution=128, ch=128, z_dim=128, shared_dim=128, num_classes=1000,
                   architecture=DEEP)
     G((tf.zeros((1, 128)), tf.zeros((1,), tf.int32)))
-    assert _count(G) == 50_388_609 - (9 * 128 * 128 + 128) + (9 * 128 * 3 + 3) + 41_216 + 448
-    assert _count(G) == 50_286_148
+    assert _count(G) == 50_388_609 - (9 * 128 * 128 + 128) + (9 * 128 * 3 + 3)
+    assert _count(G) == 50_244_484
     D = Discriminator(resolution=128, ch=128, num_classes=1000, architecture=DEEP)
     D((tf.zeros((1, 32, 32, 3)), tf.zeros((1,), tf.int32)))  # sizes do not depend on the image
-    assert _count(D) == 34_590_210 + 448
+    assert _count(D) == 34_590_210
 
 
 def test_conditioning_on_class_and_full_latent():

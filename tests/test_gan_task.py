@@ -61,7 +61,7 @@ def tiny_params(feature_path, norm="evonorm_b0", **trainer):
             "validation_data": {"global_batch_size": 20, "image_size": RESOLUTION},
             "evaluation": {"feature_network": {"type": "keras_model", "model_path": feature_path,
                                                "feature_layer": "features"},
-                           "grid_per_class": 2},
+                           "grid_per_class": 2, "standing_samples": 8},
         },
         "trainer": {"steps_per_loop": 1, "summary_interval": 1, "checkpoint_interval": 1,
                     "validation_interval": 2, "validation_steps": 2, **trainer},
@@ -110,9 +110,14 @@ def test_experiments_register_and_take_norm_overrides():
             imagenet.task.model.generator.z_dim) == (128, 96, 120)
     assert imagenet.task.train_data.global_batch_size == 2048
     optimization = imagenet.task.optimization
+    # Optimiser settings together from compare_gan's biggan_imagenet128.gin and ModularGAN
+    # (Adam ε: tf.train.AdamOptimizer's default; EMA from step 40000), standing statistics
+    # from 204,800 samples (compare_gan's eval_gan_lib).
     assert (optimization.generator_learning_rate, optimization.discriminator_learning_rate,
-            optimization.beta_1, optimization.discriminator_steps,
-            optimization.ema_decay) == (1e-4, 4e-4, 0.0, 2, 0.9999)
+            optimization.beta_1, optimization.beta_2, optimization.epsilon,
+            optimization.discriminator_steps, optimization.ema_decay,
+            optimization.ema_start_step) == (1e-4, 5e-4, 0.0, 0.999, 1e-8, 2, 0.9999, 40000)
+    assert imagenet.task.evaluation.standing_samples == 204_800
     assert imagenet.task.model.generator.norm_activation.type == "bn_relu"
     imagenet.override({"task": {"model": {"generator": {"norm_activation": {"type": "evonorm_s0"}}}}})
     imagenet.validate()
@@ -135,6 +140,9 @@ def test_experiments_register_and_take_norm_overrides():
     ("task.validation_data.image_size", 64),
     ("task.evaluation.feature_network.type", "vgg"),
     ("task.evaluation.inception_score_splits", 0),
+    ("task.evaluation.standing_samples", -1),
+    ("task.evaluation.truncation", -0.5),
+    ("task.optimization.orthogonal_regularization", -1e-4),
 ])
 def test_bad_config_values_raise_naming_them(key, value):
     params = exp_factory.get_exp_config("evonorm_biggan_digits")
@@ -169,10 +177,11 @@ def test_train_step_under_jit_compile(feature_path):
 def test_evaluation_writes_fid_scalar_image_summary_and_png(trained):
     model_dir, trainer = trained
     validation = events(os.path.join(model_dir, "validation"))
-    assert [step for step, _ in validation["fid"]] == [2]
-    fid = tf.make_ndarray(validation["fid"][0][1].tensor)
+    # Named by the network that computed them (here the saved tf_keras model).
+    assert [step for step, _ in validation["fid_keras_model"]] == [2]
+    fid = tf.make_ndarray(validation["fid_keras_model"][0][1].tensor)
     assert np.isfinite(fid) and fid > 0
-    assert "inception_score" in validation
+    assert "inception_score_keras_model" in validation and "fid" not in validation
     (step, image), = validation["samples"]
     assert step == 2 and image.metadata.plugin_data.plugin_name == "images"
     png = tf.io.decode_png(tf.io.read_file(os.path.join(model_dir, "samples", "samples_000002.png")))
@@ -334,8 +343,12 @@ def test_inception_feature_network_needs_a_weights_file(feature_path):
         "type": "inception_v3", "weights_path": "/nonexistent/inception.h5"}}}})
     with pytest.raises(FileNotFoundError, match="/nonexistent/inception.h5"):
         task_factory.get_task(params.task).build_feature_network()
+    params.override({"task": {"evaluation": {"feature_network": {
+        "type": "inception_2015", "weights_path": "/nonexistent/fid.weights.h5"}}}})
+    with pytest.raises(FileNotFoundError, match="/nonexistent/fid.weights.h5"):
+        task_factory.get_task(params.task).build_feature_network()
     assert GANOrbitTrainer.optimizer is None
-    assert biggan.FEATURE_NETWORKS == ("digits", "inception_v3", "keras_model")
+    assert biggan.FEATURE_NETWORKS == ("digits", "inception_2015", "inception_v3", "keras_model")
 
 
 @pytest.mark.parametrize("name, norm", [
@@ -359,6 +372,10 @@ def test_official_yaml_files_merge_and_validate(name, norm):
     else:
         assert params.task.train_data.global_batch_size == 2048
         assert params.runtime.distribution_strategy == "tpu"
+        # The optimiser and evaluation settings are the experiment's (compare_gan's, together).
+        default = exp_factory.get_exp_config(experiment).task
+        assert params.task.optimization == default.optimization
+        assert params.task.evaluation.standing_samples == default.evaluation.standing_samples
 
 
 def test_digits_experiment_matches_the_digits_cli_defaults():
@@ -374,4 +391,6 @@ def test_digits_experiment_matches_the_digits_cli_defaults():
     assert (task.train_data.global_batch_size, task.optimization.discriminator_steps,
             task.optimization.ema_decay, task.optimization.ema_start_step, task.seed) == (
         cli.batch_size, cli.discriminator_steps, cli.ema_decay, cli.ema_start_step, cli.seed)
+    assert (task.evaluation.standing_samples, task.optimization.orthogonal_regularization) == (
+        cli.standing_samples, cli.orthogonal_regularization)
     assert (task.model.resolution, task.model.image_channels) == (train_digits.IMAGE_SIZE, 1)

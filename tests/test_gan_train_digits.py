@@ -39,8 +39,9 @@ def test_sample_grid_rows_are_classes(tmp_path):
 def test_run_writes_samples_summaries_checkpoints_and_resumes(tmp_path):
     lines = []
     result = train_digits.run(_tiny(tmp_path, 2), log=lines.append)
-    assert result["step"] == 2 and np.isfinite(result["fid"]) and result["fid"] > 0
-    assert 1.0 <= result["inception_score"] <= 10.0
+    fid = result["fid_digits_classifier"]
+    assert result["step"] == 2 and np.isfinite(fid) and fid > 0
+    assert 1.0 <= result["inception_score_digits_classifier"] <= 10.0
     assert os.path.exists(tmp_path / "samples_000002.png")
     assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
     result = train_digits.run(_tiny(tmp_path, 4), log=lines.append)

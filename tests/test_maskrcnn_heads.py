@@ -214,3 +214,134 @@ def test_experiment_trains_one_step_on_shapes_coco(tmp_path):
     assert np.isfinite(float(logs["loss"]))
     for weight, initial in zip(head_norm_weights, before):
         assert not np.array_equal(weight.numpy(), initial), weight.name
+
+
+# -- the BN-ReLU Mask R-CNN is Model Garden's ------------------------------------------------
+
+# Model-level norm options unlike every default, so each one visibly reaches (or not) each layer.
+MODEL_NORM = {"use_sync_bn": True, "norm_momentum": 0.7, "norm_epsilon": 2e-3}
+MODEL_SIZE = 64
+_TINY_MODEL = {
+    "num_classes": NUM_CLASSES, "input_size": [MODEL_SIZE, MODEL_SIZE, 3], "min_level": 3, "max_level": 5,
+    "norm_activation": MODEL_NORM,
+    "rpn_head": {"num_convs": 1, "num_filters": 8},
+    "detection_head": {"num_convs": 1, "num_filters": 8, "num_fcs": 1, "fc_dims": 16},
+    "mask_head": {"num_convs": 1, "num_filters": 8},
+    "roi_generator": {"test_pre_nms_top_k": 64, "test_num_proposals": 16},
+    # No score threshold: random weights give low scores, and every detection is compared.
+    "detection_generator": {"pre_nms_top_k": 64, "max_num_detections": 8, "pre_nms_score_threshold": 0.0},
+}
+
+
+def _detection_head(model):
+    head = model.detection_head
+    return head[0] if isinstance(head, (list, tuple)) else head
+
+
+def _norm_parts(model):
+    return {"decoder": model.decoder, "rpn_head": model.rpn_head,
+            "detection_head": _detection_head(model), "mask_head": model.mask_head}
+
+
+def _bn_options(layer):
+    layer = getattr(layer, "norm_act", layer)  # PerRoiNormAct holds the norm-act
+    return bool(layer.synchronized), layer.momentum, layer.epsilon
+
+
+def _build_pair(ours_backbone, theirs_backbone):
+    """Model Garden's Mask R-CNN (`build_maskrcnn`, FPN, heads) and ours with `bn_relu` in the
+    FPN and heads, from the same model-level `norm_activation` and head sizes."""
+    import tf_keras
+    from official.vision.configs import maskrcnn as model_garden_configs
+    from official.vision.modeling import factory as model_garden_factory
+
+    from evonorm_tf.configs import maskrcnn as maskrcnn_configs
+    from evonorm_tf.modeling.heads import maskrcnn as maskrcnn_builder
+
+    theirs_config = model_garden_configs.MaskRCNN()
+    theirs_config.override(dict(_TINY_MODEL, backbone=theirs_backbone,
+                                decoder={"type": "fpn", "fpn": {"num_filters": 8}}))
+    ours_config = maskrcnn_configs.MaskRCNN()
+    ours_config.override(dict(
+        _TINY_MODEL, backbone=ours_backbone,
+        decoder={"type": "evonorm_fpn", "evonorm_fpn": {"num_filters": 8, "norm_activation": {"type": "bn_relu"}}},
+        heads_norm_activation={"type": "bn_relu"},
+    ))
+    spec = tf_keras.layers.InputSpec(shape=[None, MODEL_SIZE, MODEL_SIZE, 3])
+    tf_keras.utils.set_random_seed(0)  # the same initial weights in every run
+    theirs = model_garden_factory.build_maskrcnn(spec, theirs_config)
+    ours = maskrcnn_builder.build_maskrcnn(spec, ours_config)
+    images = tf.random.stateless_normal([1, MODEL_SIZE, MODEL_SIZE, 3], seed=(7, 8))
+    image_shape = tf.constant([[MODEL_SIZE, MODEL_SIZE]])
+    for model in (theirs, ours):
+        model(images, image_shape=image_shape, training=False)  # builds every head
+    return ours, theirs, images, image_shape
+
+
+def _sorted_shapes(model):
+    return sorted(w.shape.as_list() for w in model.weights)
+
+
+def test_bn_relu_maskrcnn_is_model_gardens_model():
+    """With Model Garden's ResNet backbone in both, our FPN and heads with `bn_relu` make
+    Model Garden's Mask R-CNN: the same variables, the same BN options layer by layer (the
+    mask head's BN per replica, as Model Garden's `build_maskrcnn` leaves it), and after
+    copying the weights across, the same detections and masks for the same image."""
+    import tf_keras
+
+    # Model Garden's RPN head picks SyncBatchNormalization when `use_sync_bn` is set.
+    bn_classes = (tf_keras.layers.BatchNormalization, tf_keras.layers.experimental.SyncBatchNormalization)
+    resnet = {"type": "resnet", "resnet": {"model_id": 10, "depth_multiplier": 0.25}}
+    ours, theirs, images, image_shape = _build_pair(resnet, resnet)
+    assert len(ours.weights) == len(theirs.weights) == 137
+    assert ours.count_params() == theirs.count_params()
+    assert _sorted_shapes(ours) == _sorted_shapes(theirs)
+
+    ours_parts, theirs_parts = _norm_parts(ours), _norm_parts(theirs)
+    synchronized = {}
+    for part, their_part in theirs_parts.items():
+        their_norms = {m.name: m for m in their_part.submodules if isinstance(m, bn_classes)}
+        our_norms = {m.name: m for m in ours_parts[part].submodules if m.name in their_norms}
+        assert sorted(our_norms) == sorted(their_norms) and their_norms, part
+        for name, their_norm in their_norms.items():
+            assert _bn_options(our_norms[name]) == _bn_options(their_norm), (part, name)
+        synchronized[part] = sum(_bn_options(m)[0] for m in our_norms.values()), len(our_norms)
+    # FPN: one BN per level 3..5; RPN: 1 conv x 3 levels; detection: 1 conv + 1 fc; mask: 1 conv + deconv.
+    assert synchronized == {"decoder": (3, 3), "rpn_head": (3, 3), "detection_head": (2, 2), "mask_head": (0, 2)}
+
+    # The same weights in both: the backbones are the same class (copied in order), the FPN
+    # and heads have Model Garden's layer names (copied by name).
+    rng = np.random.default_rng(3)
+    for theirs_weight, ours_weight in zip(theirs.backbone.weights, ours.backbone.weights):
+        if "batch_normalization" in theirs_weight.name:  # random BN statistics and affine weights
+            theirs_weight.assign(rng.uniform(0.5, 1.5, theirs_weight.shape))
+        ours_weight.assign(theirs_weight)
+    for part, their_part in theirs_parts.items():
+        copied = _copy_weights_by_layer_name(their_part, ours_parts[part])
+        assert copied == len([m for m in their_part.submodules if getattr(m, "weights", None)]), part
+    expected = theirs(images, image_shape=image_shape, training=False)
+    actual = ours(images, image_shape=image_shape, training=False)
+    assert sorted(actual) == sorted(expected)
+    assert int(expected["num_detections"][0]) > 0
+    assert {"detection_boxes", "detection_masks", "decoder_features", "rpn_scores"} <= set(expected)
+    for key in expected:
+        for got, want in zip(tf.nest.flatten(actual[key]), tf.nest.flatten(expected[key])):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4, err_msg=key)
+
+
+def test_bn_relu_maskrcnn_with_our_resnet_has_model_gardens_variables():
+    """The BN-ReLU baseline's backbone (`evonorm_resnet`, v1.5) in place of Model Garden's ResNet:
+    the same variables, and the model-level options reach all 13 of its BN layers."""
+    ours, theirs, _, _ = _build_pair(
+        {"type": "evonorm_resnet", "evonorm_resnet": {
+            "model_id": 10, "width_multiplier": 0.25, "preactivation": False,
+            "norm_activation": {"type": "bn_relu"}}},
+        {"type": "resnet", "resnet": {"model_id": 10, "depth_multiplier": 0.25}},
+    )
+    assert ours.count_params() == theirs.count_params()
+    assert _sorted_shapes(ours) == _sorted_shapes(theirs)
+    import norm_act_model_checks as checks
+
+    layers = checks.norm_act_layers(ours.backbone)
+    assert len(layers) == 13  # stem + 4 basic blocks x 2 + 3 projection shortcuts
+    assert {_bn_options(layer) for layer in layers} == {(True, 0.7, 2e-3)}

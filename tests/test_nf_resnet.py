@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from scipy import integrate
 
 from official.vision.modeling.backbones import factory as backbone_factory
 
@@ -18,26 +19,35 @@ from evonorm_tf.configs import backbones as backbone_configs
 from evonorm_tf.configs.nf_resnet import NFResNet as NFResNetConfig
 from evonorm_tf.modeling import NF_RESNET_SPECS, NFResNet, build_nf_resnet
 from evonorm_tf.modeling.backbones.nf_resnet import expected_block_variances
-from evonorm_tf.modeling.layers import ScaledResidualAdd, ScaledWSConv2D
+from evonorm_tf.modeling.layers import REFERENCE_ACTIVATION_GAINS, ScaledResidualAdd, ScaledWSConv2D
+
+FUNCTIONS = {"relu": lambda z: np.maximum(z, 0.0), "silu": lambda z: z / (1.0 + np.exp(-np.clip(z, -50, 50)))}
 
 
-def _gaussian_moment(function, power):
-    """E[function(z)^power] for z ~ N(0, 1), by the trapezoid rule on [-12, 12]."""
-    z = np.linspace(-12.0, 12.0, 200001)
-    density = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
-    return np.trapezoid(function(z) ** power * density, z)
+def _exact_gain(activation):
+    """1 / std(act(z)), z ~ N(0, 1), by adaptive quadrature (independent of the layer's rule)."""
+    if activation == "linear":
+        return 1.0
+    function = FUNCTIONS[activation]
+
+    def moment(power):
+        integrand = lambda z: function(z) ** power * math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+        return integrate.quad(integrand, -40.0, 0.0, epsabs=1e-14)[0] + integrate.quad(
+            integrand, 0.0, 40.0, epsabs=1e-14)[0]
+
+    return 1.0 / math.sqrt(moment(2) - moment(1) ** 2)
 
 
-@pytest.mark.parametrize(
-    "activation, function",
-    [("relu", lambda z: np.maximum(z, 0.0)), ("silu", lambda z: z / (1.0 + np.exp(-z)))],
-)
-def test_activation_gain_is_inverse_std_of_activation(activation, function):
-    variance = _gaussian_moment(function, 2) - _gaussian_moment(function, 1) ** 2
+@pytest.mark.parametrize("activation", ["relu", "silu", "swish"])
+def test_activation_gain_is_exact_inverse_std_of_activation(activation):
+    exact = _exact_gain("silu" if activation == "swish" else activation)
     layer = ScaledWSConv2D(4, 1, activation_gain=activation)
-    # ReLU's gain is exact; SiLU's is the published constant, 0.05% from the integral.
-    np.testing.assert_allclose(layer._fixed_gain, 1.0 / math.sqrt(variance),
-                               rtol=1e-6 if activation == "relu" else 1e-3)
+    # One rule for every activation: the exact value (ReLU 1.7128585, SiLU 1.7871872).
+    np.testing.assert_allclose(layer._fixed_gain, exact, rtol=1e-10)
+    # The reference code's fitted constants (1.7139589, 1.7881293) are 0.05–0.06% higher:
+    # a test at this tolerance tells the two rules apart.
+    reference = REFERENCE_ACTIVATION_GAINS["silu" if activation == "swish" else activation]
+    assert 4e-4 < reference / exact - 1.0 < 7e-4
 
 
 def _reference_conv_same(x, kernel, bias):
@@ -63,8 +73,7 @@ def test_scaled_ws_conv_matches_numpy(activation_gain):
     layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32), gain.astype(np.float32)])
     x = rng.normal(size=(2, 6, 6, 3))
 
-    fixed = {"relu": math.sqrt(2.0 / (1.0 - 1.0 / math.pi)), "silu": 1.7881293296813965}.get(
-        activation_gain, 1.0)
+    fixed = _exact_gain(activation_gain) if isinstance(activation_gain, str) else activation_gain
     fan_in = 3 * 3 * 3
     flat = kernel.reshape(fan_in, 5)
     mean, std = flat.mean(axis=0), flat.std(axis=0)
@@ -142,6 +151,8 @@ def test_model_garden_factory_builds_nf_resnet():
     )
     assert isinstance(model, NFResNet)
     assert model.get_config()["activation"] == "silu"
+    assert model.get_config()["stochastic_depth_drop_rate"] == 0.1  # the reference default
+    assert model.get_config()["scaled_final_activation"] is True
     assert sorted(model.output_specs) == ["2", "3", "4", "5"]
     assert tuple(model.output_specs["5"]) == (None, 2, 2, 512)  # 0.25 · 512 · 4
     assert len(model.losses) > 0  # weight decay reaches the convolutions
@@ -174,3 +185,69 @@ def test_blocks_divide_by_the_tracked_expected_std():
     names = [f"stage{stage}_block{block}" for stage in (1, 2, 3) for block in (1, 2, 3)]
     scales = [model.get_layer(f"{name}_inv_beta").scale for name in names]
     np.testing.assert_allclose(scales, 1.0 / np.sqrt(expected_variances), rtol=1e-12)
+
+
+def _silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def test_silu_block_applies_the_activation_before_dividing_by_beta():
+    """act(h)/β, the reference code's order; act(h/β) differs for SiLU."""
+    model = build_nf_resnet(20, input_shape=(8, 8, 1), activation="silu", alpha=0.5, skip_gain_init=1.0)
+    merge = model.get_layer("stage1_block1_add")
+    probe = tf_keras.Model(model.inputs, [merge.output, model.get_layer("stage1_block2_inv_beta").output])
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
+    block_input, activated = (t.numpy().astype(np.float64) for t in probe(x))
+    beta = math.sqrt(1.0 + 0.5**2)
+    np.testing.assert_allclose(activated, _silu(block_input) / beta, rtol=1e-5, atol=1e-6)
+    assert np.max(np.abs(_silu(block_input / beta) - _silu(block_input) / beta)) > 1e-2
+
+
+@pytest.mark.parametrize("activation", ["relu", "silu"])
+@pytest.mark.parametrize("scaled", [True, False])
+def test_network_ends_with_the_gamma_scaled_activation(activation, scaled):
+    model = build_nf_resnet(20, input_shape=(8, 8, 1), activation=activation, skip_gain_init=1.0,
+                            scaled_final_activation=scaled)
+    probe = tf_keras.Model(model.inputs, [model.get_layer("stage3_block3_add").output, model.outputs])
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 1)).astype(np.float32)
+    last_block, outputs = probe(x)
+    gain = _exact_gain(activation) if scaled else 1.0
+    expected = gain * FUNCTIONS[activation](last_block.numpy().astype(np.float64))
+    np.testing.assert_allclose(outputs["2"].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_stochastic_depth_drops_whole_branches_without_rescaling():
+    merge = ScaledResidualAdd(alpha=0.5, skip_gain_init=1.0, drop_rate=0.3)
+    branch = np.ones((4000, 2, 2, 3), np.float32)
+    shortcut = np.zeros_like(branch)
+    tf.random.set_seed(0)
+    trained = merge([branch, shortcut], training=True).numpy()
+    per_example = trained.reshape(len(trained), -1)
+    # Each example keeps (0.5) or drops (0) its whole branch; kept ones are not divided by 0.7.
+    assert set(np.unique(per_example)) == {0.0, 0.5}
+    assert np.all(per_example.min(axis=1) == per_example.max(axis=1))
+    assert abs(np.mean(per_example[:, 0] > 0) - 0.7) < 0.03
+    np.testing.assert_array_equal(merge([branch, shortcut], training=False).numpy(), 0.5 * branch)
+    with pytest.raises(ValueError, match="drop_rate=1.0"):
+        ScaledResidualAdd(drop_rate=1.0)
+
+
+def test_stochastic_depth_drop_rate_grows_linearly_with_block_index():
+    model = build_nf_resnet(20, input_shape=(8, 8, 1), stochastic_depth_drop_rate=0.2)
+    names = [f"stage{stage}_block{block}_add" for stage in (1, 2, 3) for block in (1, 2, 3)]
+    np.testing.assert_allclose([model.get_layer(name).drop_rate for name in names], 0.2 * np.arange(9) / 9)
+    with pytest.raises(ValueError, match="stochastic_depth_drop_rate=1.5"):
+        build_nf_resnet(20, input_shape=(8, 8, 1), stochastic_depth_drop_rate=1.5)
+
+
+def test_classifier_head_init_follows_the_reference():
+    tf_keras.utils.set_random_seed(0)
+    model = build_nf_resnet(20, input_shape=(8, 8, 1), num_classes=10, width_multiplier=4.0)
+    kernel, bias = model.get_layer("logits").get_weights()
+    # N(0, 0.01) on a 256 × 10 kernel, zero bias (the reference NF-ResNet's head).
+    assert 0.009 < kernel.std() < 0.011 and abs(kernel.mean()) < 0.002
+    np.testing.assert_array_equal(bias, 0.0)
+    zero = build_nf_resnet(20, input_shape=(8, 8, 1), num_classes=10, head_initializer="zeros")
+    np.testing.assert_array_equal(zero.get_layer("logits").get_weights()[0], 0.0)
+    with pytest.raises(ValueError, match="head_initializer='uniform'"):
+        build_nf_resnet(20, input_shape=(8, 8, 1), num_classes=10, head_initializer="uniform")

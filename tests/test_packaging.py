@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -18,6 +19,7 @@ DISTRIBUTION_OF_MODULE = {
     "numpy": "numpy",
     "official": "tf-models-official",
     "orbit": "tf-models-official",  # Orbit ships inside tf-models-official
+    "gin": "tf-models-official",  # gin-config, a requirement of tf-models-official
     "PIL": "pillow",
     "pycocotools": "pycocotools",
     "pyglove": "pyglove",
@@ -26,12 +28,11 @@ DISTRIBUTION_OF_MODULE = {
     "tensorflow": "tensorflow",
     "tensorflow_datasets": "tensorflow-datasets",
     "tf_keras": "tf-keras",
+    "ray": "ray",
 }
 # Imports inside `try: ... except ImportError` are optional and need no pin
 # (e.g. ai_edge_litert and tqdm, which tf-models-official and
-# tensorflow-datasets install anyway); so is Ray, imported only for
-# `python -m evonorm_tf.search --ray-address`.
-OPTIONAL_MODULES = {"ray"}
+# tensorflow-datasets install anyway).
 
 
 def _read(*parts):
@@ -50,14 +51,22 @@ def _section(markdown, title):
 
 
 def _setup_metadata():
-    """install_requires, extras_require and python_requires from setup.py's `setup(...)` call."""
-    tree = ast.parse(_read("setup.py"))
-    calls = [node for node in ast.walk(tree)
-             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setup"]
-    assert len(calls) == 1
-    keywords = {keyword.arg: keyword.value for keyword in calls[0].keywords}
-    return {name: ast.literal_eval(keywords[name])
-            for name in ("install_requires", "extras_require", "python_requires", "name")}
+    """The keyword arguments of setup.py's `setup(...)` call, read by running setup.py with a stand-in."""
+    captured = {}
+    stand_in = types.ModuleType("setuptools")
+    stand_in.setup = lambda **kwargs: captured.update(kwargs)
+    stand_in.find_packages = lambda **kwargs: []
+    original = sys.modules.get("setuptools")
+    sys.modules["setuptools"] = stand_in
+    try:
+        exec(compile(_read("setup.py"), "setup.py", "exec"), {"__file__": os.path.join(REPOSITORY, "setup.py"),
+                                                              "__name__": "__main__"})
+    finally:
+        if original is None:
+            del sys.modules["setuptools"]
+        else:
+            sys.modules["setuptools"] = original
+    return captured
 
 
 def _requirement_name(requirement):
@@ -108,12 +117,10 @@ def test_readme_documents_slow_tests_benchmarks_and_placeholders():
     # Every benchmark script the README names exists.
     for script in re.findall(r"bench/\w+\.py", readme):
         assert os.path.exists(os.path.join(REPOSITORY, script)), script
-    # The layer table lists every factory name.
-    import evonorm_tf
+    # The layer table is the registry's.
+    from evonorm_tf import registry
 
-    table = _section(readme, "Layers")
-    for name in evonorm_tf.NORM_ACT_NAMES:
-        assert f"`{name}`" in table, name
+    assert registry.layer_table() in _section(readme, "Layers")
 
 
 # -- .ci/run --------------------------------------------------------------------
@@ -135,17 +142,19 @@ def test_ci_script_runs_the_readme_test_command_verbatim():
 # -- setup.py -------------------------------------------------------------------
 
 
-def test_setup_pins_the_stack():
+def test_setup_pins_the_stack_and_keeps_the_core_light():
     metadata = _setup_metadata()
     assert metadata["name"] == "evonorm_tf"
     assert metadata["python_requires"] == ">=3.10"
     requires = set(metadata["install_requires"])
-    for pin in ("tensorflow~=2.20.0", "tf-keras~=2.20.0", "tf-models-official==2.20.0"):
-        assert pin in requires
-    names = {_requirement_name(requirement) for requirement in requires}
-    assert {"keras", "tensorflow-datasets", "absl-py", "scikit-learn", "matplotlib"} <= names
-    test_names = {_requirement_name(r) for r in metadata["extras_require"]["test"]}
-    assert {"pytest", "pytest-xdist", "scikit-learn", "scipy"} <= test_names
+    assert {"tensorflow~=2.20.0", "tf-keras~=2.20.0"} <= requires
+    # The layer library alone: no Model Garden, search, plotting or data packages.
+    assert {_requirement_name(r) for r in requires} == {"tensorflow", "tf-keras", "keras", "numpy", "absl-py"}
+    extras = metadata["extras_require"]
+    assert "tf-models-official==2.20.0" in extras["garden"]
+    assert set(extras["all"]) == {r for name, extra in extras.items() if name not in ("all", "test") for r in extra}
+    test_names = {_requirement_name(r) for r in extras["test"]}
+    assert {"pytest", "pytest-xdist", "scikit-learn", "scipy", "ray", "pyglove"} <= test_names
 
 
 def _catches_import_error(handler):
@@ -156,7 +165,10 @@ def _catches_import_error(handler):
 def _third_party_imports(directory):
     """Top-level module names imported by the .py files under `directory`, with where."""
     found = {}
-    for root, _, files in os.walk(os.path.join(REPOSITORY, directory)):
+    base = os.path.join(REPOSITORY, directory)
+    walk = [(os.path.dirname(base), None, [directory.split("/")[-1] + ".py"])] if os.path.isfile(base + ".py") \
+        else os.walk(base)
+    for root, _, files in walk:
         for file_name in files:
             if not file_name.endswith(".py"):
                 continue
@@ -181,19 +193,40 @@ def _third_party_imports(directory):
     return found
 
 
-def test_every_imported_package_is_declared():
+# Which extras each part of the package may rely on (the core: install_requires only).
+EXTRAS_OF_AREA = {
+    "evonorm_tf/analysis": ("garden", "plots"),
+    "evonorm_tf/configs": ("garden",),
+    "evonorm_tf/data": ("garden", "demo"),
+    "evonorm_tf/demo": ("demo",),
+    "evonorm_tf/gan": ("gan",),
+    "evonorm_tf/modeling": ("garden",),
+    "evonorm_tf/search": ("search", "ray"),
+    "tpu_scripts": ("garden",),
+    "bench": ("garden",),
+    "tests": ("test",),
+}
+
+
+def test_every_imported_package_is_declared_by_its_area():
     metadata = _setup_metadata()
-    declared = {_requirement_name(r) for r in metadata["install_requires"]}
-    test_declared = declared | {_requirement_name(r) for r in metadata["extras_require"]["test"]}
-    for directory, allowed in (("evonorm_tf", declared), ("tests", test_declared)):
-        for module, where in _third_party_imports(directory).items():
-            local = os.path.exists(os.path.join(REPOSITORY, directory, module + ".py"))
-            if local or module in OPTIONAL_MODULES or (directory == "tests" and module == "pytest"):
+    core = {_requirement_name(r) for r in metadata["install_requires"]}
+    extras = {name: {_requirement_name(r) for r in requirements}
+              for name, requirements in metadata["extras_require"].items()}
+    areas = list(EXTRAS_OF_AREA.items()) + [("evonorm_tf", ())]
+    for area, extra_names in areas:
+        allowed = core.union(*(extras[name] for name in extra_names))
+        for module, where in _third_party_imports(area).items():
+            if area == "evonorm_tf" and any(where.startswith(other + os.sep) or where == other + ".py"
+                                            for other, _ in EXTRAS_OF_AREA.items()):
+                continue
+            local = os.path.exists(os.path.join(REPOSITORY, area, module + ".py"))
+            if local or (area == "tests" and module == "pytest"):
                 continue
             assert module in DISTRIBUTION_OF_MODULE, f"{where} imports {module!r}: add it to setup.py and here"
             assert DISTRIBUTION_OF_MODULE[module] in allowed, (
-                f"{where} imports {module!r}, but setup.py does not require "
-                f"{DISTRIBUTION_OF_MODULE[module]!r}")
+                f"{where} imports {module!r}, but neither install_requires nor the extras "
+                f"{extra_names} of {area} require {DISTRIBUTION_OF_MODULE[module]!r}")
 
 
 def test_version_matches_setup():
@@ -209,15 +242,30 @@ def test_version_matches_setup():
 
 def test_build_globs_every_subpackage_and_requires_the_stack():
     build = _read("BUILD")
-    globbed = set(re.findall(r'glob\(\["(evonorm_tf(?:/\w+)*)/\*\.py"\]\)', build))
+    globbed = set(re.findall(r'glob\(\["(evonorm_tf(?:/\w+)*)/\*\.py"\]', build))
     packages = {os.path.relpath(root, REPOSITORY) for root, _, files in
                 os.walk(os.path.join(REPOSITORY, "evonorm_tf")) if "__init__.py" in files}
-    assert packages == globbed, f"BUILD globs {sorted(globbed)}, packages are {sorted(packages)}"
+    assert packages <= globbed, f"BUILD globs {sorted(globbed)}, packages are {sorted(packages)}"
     required = set(re.findall(r'requirement\("([\w.-]+)"\)', build))
     metadata = _setup_metadata()
     for requirement in metadata["install_requires"] + metadata["extras_require"]["test"]:
         assert _requirement_name(requirement) in required, requirement
-    # One py_test per tests/test_*.py: generated over this glob, run through pytest_main.
-    assert 'for test_file in glob(["tests/test_*.py"])' in build
+    # One py_test per test file: generated over this glob, run through pytest_main.
+    assert 'for test_file in glob(["tests/**/test_*.py"])' in build
     assert 'main = "tests/pytest_main.py"' in build
     assert os.path.exists(os.path.join(REPOSITORY, "tests", "pytest_main.py"))
+
+
+def test_bazel_module_pins_every_requirement():
+    module = _read("MODULE.bazel")
+    assert 'requirements_lock = "//:requirements_lock.txt"' in module and 'hub_name = "pip"' in module
+    pinned = {_requirement_name(line) for line in _read("requirements_lock.txt").splitlines()
+              if line and not line.startswith("#")}
+    pinned = {name.replace("_", "-") for name in pinned}
+    metadata = _setup_metadata()
+    for requirement in metadata["install_requires"] + metadata["extras_require"]["test"]:
+        assert _requirement_name(requirement).replace("_", "-") in pinned, requirement
+    # The BUILD's srcs globs name files that exist as committed (no generated module is needed).
+    build = _read("BUILD")
+    for pattern in re.findall(r'"(evonorm_tf/[\w/]+\.py)"', build):
+        assert os.path.exists(os.path.join(REPOSITORY, pattern)), pattern

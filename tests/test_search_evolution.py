@@ -9,16 +9,17 @@ import pyglove as pg
 import pytest
 
 from evonorm_tf.search import __main__ as cli
-from evonorm_tf.search import evolution, mutation, space, store
+from evonorm_tf.search import config as search_config
+from evonorm_tf.search import encoding, evolution, executors, loop, mutation, space, store
 
 
 def test_genome_dna_round_trip():
     ops = list(space.op_names())
-    spec = pg.dna_spec(evolution.hyper_space(ops))
+    spec = pg.dna_spec(encoding.hyper_space(ops))
     rng = random.Random(0)
     for _ in range(20):
         genome = mutation.random_genome(rng)
-        assert evolution.genome_from_dna(evolution.dna_from_genome(genome, ops, spec), ops) == genome
+        assert encoding.genome_from_dna(encoding.dna_from_genome(genome, ops, spec), ops) == genome
 
 
 def test_pareto_front():
@@ -27,7 +28,7 @@ def test_pareto_front():
 
 
 def _population(fitnesses):
-    spec = pg.dna_spec(evolution.hyper_space(list(space.op_names())))
+    spec = pg.dna_spec(encoding.hyper_space(list(space.op_names())))
     population = []
     for fitness in fitnesses:
         dna = pg.random_dna(spec, random.Random(len(population)))
@@ -71,7 +72,7 @@ class FakeExecutor:
 def _config(**overrides):
     values = dict(method="evolution", population_size=4, tournament_size=2, max_candidates=16,
                   anchors=("resnet", "mobilenet"), workers=2)
-    return evolution.SearchConfig(**{**values, **overrides})
+    return search_config.SearchConfig(**{**values, **overrides})
 
 
 def test_resume_after_kill_neither_loses_nor_repeats_evaluations(tmp_path):
@@ -79,13 +80,13 @@ def test_resume_after_kill_neither_loses_nor_repeats_evaluations(tmp_path):
     config = _config()
     first = FakeExecutor(kill_after=8)
     with pytest.raises(KeyboardInterrupt):
-        evolution.run_search(directory, config, progress=False, executor=first)
+        loop.run_search(directory, config, progress=False, executor=first)
     saved = store.Store(directory).load()
     assert len([r for r in saved if not r["duplicate"]]) >= 6    # in-flight work may be lost
     # A crash mid-write leaves a temporary file, never a partial record.
     open(os.path.join(directory, "candidates", "garbage.tmp"), "w").write("{partial")
     second = FakeExecutor()
-    records = evolution.run_search(directory, config, progress=False, executor=second)
+    records = loop.run_search(directory, config, progress=False, executor=second)
 
     evaluated = [r for r in records if not r["duplicate"]]
     assert len(evaluated) == config.max_candidates
@@ -103,19 +104,19 @@ def test_resume_after_kill_neither_loses_nor_repeats_evaluations(tmp_path):
     children = [r for r in records if not r["initial_population"]]
     assert children and max(r["generation_id"] for r in records) > 1
     with pytest.raises(ValueError, match="cannot resume it with method='random'"):
-        evolution.run_search(directory, _config(method="random"), progress=False,
+        loop.run_search(directory, _config(method="random"), progress=False,
                              executor=FakeExecutor())
 
 
 def test_random_search_has_no_population(tmp_path):
-    records = evolution.run_search(str(tmp_path), _config(method="random_rejection", max_candidates=8),
+    records = loop.run_search(str(tmp_path), _config(method="random_rejection", max_candidates=8),
                                    progress=False, executor=FakeExecutor())
     assert len([r for r in records if not r["duplicate"]]) == 8
     assert all(r["generation_id"] == 1 or r["initial_population"] for r in records)
 
 
 def test_local_process_pool_evaluates_in_workers():
-    executor = evolution.Executor(workers=2)
+    executor = executors.Executor(workers=2)
     try:
         evaluation = _config(max_candidates=1).evaluation()
         futures = [executor.submit(text, evaluation) for text in ("div(0,1)", "neg(1)")]
@@ -126,16 +127,18 @@ def test_local_process_pool_evaluates_in_workers():
 
 
 def test_cli_compare_report_and_rerank_at_tiny_scale(tmp_path, capsys):
+    # The smallest documented run (docs/search.md, "Commands"): it accepts a candidate in each method.
     tiny = ["--anchors", "resnet", "--num-train", "128", "--num-test", "64", "--width", "8",
-            "--train-steps", "3", "--quality-steps", "2", "--quality-threshold", "0",
-            "--stability-steps", "1", "--population-size", "2", "--tournament-size", "2",
-            "--workers", "0", "--no-progress"]
+            "--train-steps", "3", "--quality-steps", "3", "--quality-threshold", "0",
+            "--stability-steps", "2", "--population-size", "2", "--tournament-size", "2",
+            "--workers", "0", "--seed", "2", "--no-progress"]
     output = str(tmp_path / "compare")
-    cli.main(["compare", "--output", output, "--max-candidates", "2", *tiny])
+    cli.main(["compare", "--output", output, "--max-candidates", "4", *tiny])
     assert os.path.exists(os.path.join(output, "progress.png"))
     for method in ("random", "random_rejection", "evolution"):
         summary = json.load(open(os.path.join(output, method, "summary.json")))
-        assert summary["evaluated"] == 2 and summary["method"] == method
+        assert summary["evaluated"] == 4 and summary["method"] == method
+        assert summary["rejections"].get("accepted", 0) >= 1
         assert os.path.exists(os.path.join(output, method, "leaderboard.csv"))
     cli.main(["rerank", "--runs", os.path.join(output, "random"), "--output", str(tmp_path / "rr"),
               "--top", "1", "--steps", "2", "--baselines", "bn_relu"])

@@ -10,7 +10,8 @@ import pyglove as pg
 import pytest
 
 from evonorm_tf.search import __main__ as cli
-from evonorm_tf.search import evolution, mutation, proxy, space
+from evonorm_tf.search import config as search_config
+from evonorm_tf.search import encoding, evaluation, executors, mutation, proxy, space
 
 
 def test_digits_proxy_is_offline_standardised_and_holds_out_a_disjoint_split():
@@ -29,7 +30,7 @@ def test_digits_proxy_is_offline_standardised_and_holds_out_a_disjoint_split():
 
 
 def test_quality_threshold_sits_between_chance_and_what_a_constant_predictor_can_reach():
-    config = evolution.SearchConfig(max_candidates=1)
+    config = search_config.SearchConfig(max_candidates=1)
     assert (config.data, config.quality_steps, config.quality_threshold) == ("digits", 50, 0.2)
     labels = proxy.load_data("digits", seed=config.seed).test_labels
     # A layer that hides the input makes the network predict one class at best.
@@ -38,9 +39,9 @@ def test_quality_threshold_sits_between_chance_and_what_a_constant_predictor_can
 
 def test_calibrated_quality_stage_accepts_evonorm_b0_on_the_first_anchor():
     # The documented calibration: BN-ReLU, B0, S0 reach 0.45–0.80 after 50 steps, far above 0.2.
-    config = evolution.SearchConfig(max_candidates=1, anchors=("resnet",), train_steps=50,
-                                    stability_steps=2, workers=0)
-    result = evolution.evaluate_candidate(space.EVONORM_GRAPHS["evonorm_b0"], config.evaluation())
+    config = search_config.SearchConfig(max_candidates=1, anchors=("resnet",), train_steps=50,
+                                        quality_steps=50, stability_steps=2, workers=0)
+    result = evaluation.evaluate_candidate(space.EVONORM_GRAPHS["evonorm_b0"], config.evaluation())
     assert result["rejected"] is None, result
     assert result["quality_scores"][0] >= 2 * config.quality_threshold
 
@@ -48,9 +49,9 @@ def test_calibrated_quality_stage_accepts_evonorm_b0_on_the_first_anchor():
 def test_random_generation_draws_ops_and_inputs_uniformly():
     """PyGlove's random DNA (what the search proposes) matches the paper's generator."""
     ops = list(space.op_names())
-    spec = pg.dna_spec(evolution.hyper_space(ops))
+    spec = pg.dna_spec(encoding.hyper_space(ops))
     rng = random.Random(0)
-    genomes = [evolution.genome_from_dna(pg.random_dna(spec, rng), ops) for _ in range(200)]
+    genomes = [encoding.genome_from_dna(pg.random_dna(spec, rng), ops) for _ in range(200)]
     op_counts = collections.Counter(node.op for genome in genomes for node in genome.nodes)
     expected = 200 * (space.MAX_NODES - space.NUM_INITIAL) / len(ops)        # 83 per op
     assert set(op_counts) == set(ops)
@@ -118,11 +119,11 @@ def _ray_available():
 @pytest.mark.skipif(not _ray_available(), reason="ray is not installed (pip install ray: the "
                     "`search-ray` extra); the same worker function is tested through the process pool")
 def test_ray_executor_runs_the_same_worker_function_on_a_local_ray():
-    executor = evolution.Executor(workers=1, ray_address="local")
+    executor = executors.Executor(workers=1, ray_address="local")
     try:
-        evaluation = evolution.SearchConfig(max_candidates=1, anchors=("resnet",), train_steps=2,
-                                            quality_steps=1, quality_threshold=0.0,
-                                            stability_steps=1, num_train=128, num_test=64).evaluation()
+        evaluation = search_config.SearchConfig(
+            max_candidates=1, anchors=("resnet",), train_steps=2, quality_steps=1,
+            quality_threshold=0.0, stability_steps=1, num_train=128, num_test=64).evaluation()
         futures = [executor.submit(text, evaluation)
                    for text in ("div(0,1)", "neg(1)", space.EVONORM_GRAPHS["evonorm_s1"])]
         results = [future.result(timeout=600) for future in futures]

@@ -2,7 +2,8 @@
 
 import pytest
 
-from evonorm_tf.search import evolution, proxy, rejection, space
+from evonorm_tf.search import config as search_config
+from evonorm_tf.search import evaluation, proxy, rejection, space
 
 TINY = dict(anchors=("resnet",), num_train=256, num_test=128, width=8, train_steps=10,
             batch_size=32, quality_steps=5, stability_steps=2, max_candidates=1, workers=0)
@@ -36,19 +37,19 @@ def test_stability_rule_rejects_a_layer_without_normalization(data):
 
 def test_quality_rule_rejects_a_constant_layer_that_reaches_training():
     # exp(v0) is 1 at initialisation and sample-independent: rejected before training.
-    result = evolution.evaluate_candidate("exp(2)", evolution.SearchConfig(**TINY).evaluation())
+    result = evaluation.evaluate_candidate("exp(2)", search_config.SearchConfig(**TINY).evaluation())
     assert result["rejected"] == "quality" and result["scores"] is None
     # A layer that passes the cheap checks but cannot learn in the quality budget:
     # the threshold is above what 5 steps reach, so the short training itself rejects it.
-    config = evolution.SearchConfig(**{**TINY, "quality_threshold": 0.99}).evaluation()
-    result = evolution.evaluate_candidate(space.EVONORM_GRAPHS["evonorm_s1"], config)
+    config = search_config.SearchConfig(**{**TINY, "quality_threshold": 0.99}).evaluation()
+    result = evaluation.evaluate_candidate(space.EVONORM_GRAPHS["evonorm_s1"], config)
     assert result["rejected"] == "quality" and len(result["quality_scores"]) == 1
     assert result["cost"] == 3 * TINY["stability_steps"] + TINY["quality_steps"]
 
 
 def test_a_good_layer_is_accepted_and_scored_on_every_anchor():
-    config = evolution.SearchConfig(**{**TINY, "quality_threshold": 0.0}).evaluation()
-    result = evolution.evaluate_candidate(space.EVONORM_GRAPHS["evonorm_s1"], config)
+    config = search_config.SearchConfig(**{**TINY, "quality_threshold": 0.0}).evaluation()
+    result = evaluation.evaluate_candidate(space.EVONORM_GRAPHS["evonorm_s1"], config)
     assert result["rejected"] is None and len(result["scores"]) == 1
     assert 0.0 <= result["scores"][0] <= 1.0
     assert result["cost"] == 3 * TINY["stability_steps"] + TINY["train_steps"]
@@ -56,6 +57,6 @@ def test_a_good_layer_is_accepted_and_scored_on_every_anchor():
 
 @pytest.mark.slow
 def test_without_rejection_an_unstable_layer_is_trained_and_scored():
-    config = evolution.SearchConfig(**{**TINY, "method": "random", "train_steps": 5}).evaluation()
-    result = evolution.evaluate_candidate("div(0,1)", config)
+    config = search_config.SearchConfig(**{**TINY, "method": "random", "train_steps": 5}).evaluation()
+    result = evaluation.evaluate_candidate("div(0,1)", config)
     assert result["rejected"] is None and result["scores"] == [0.0]   # diverged: scored 0

@@ -81,3 +81,26 @@ def test_command_writes_a_png(tmp_path):
               "--output", str(path), "--image-size", "16", "--batch-size", "4"])
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_every_panel_has_a_labelled_y_axis_and_the_command_prints_the_ranges(tmp_path, monkeypatch, capsys):
+    import matplotlib.figure
+
+    labels = []
+    save = matplotlib.figure.Figure.savefig
+
+    def recording_savefig(figure, *args, **kwargs):
+        labels.extend((axis.get_xlabel(), axis.get_ylabel()) for axis in figure.axes)
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+    spp.main(["--backbone", "nf_resnet20", "--output", str(tmp_path / "spp.png"), "--image-size", "16",
+              "--batch-size", "4"])
+    assert len(labels) == 3 and all(x and y for x, y in labels), labels
+    printed = capsys.readouterr().out
+    tf_keras.utils.set_random_seed(0)
+    inputs = np.random.default_rng(0).standard_normal((4, 16, 16, 3)).astype(np.float32)
+    result = spp.signal_propagation(spp.build_backbone("nf_resnet20", (16, 16, 3)), inputs, training=True)
+    # The printed ranges are those of the recorded statistics.
+    low, high = result.residual_variance.min(), result.residual_variance.max()
+    assert f"residual variance {low:.3g}–{high:.3g}" in printed, printed

@@ -7,9 +7,12 @@ import tf_keras
 
 from official.core import exp_factory
 from official.modeling import hyperparams
+from official.vision.configs import backbones as model_garden_backbones
+from official.vision.configs import common
+from official.vision.modeling.backbones import factory as backbone_factory
 from official.vision.modeling.backbones import spinenet as model_garden_spinenet
 
-import evonorm_tf.configs  # noqa: F401  (registers the builders and experiments)
+import evonorm_tf.configs  # registers the builders and experiments
 from evonorm_tf.configs import maskrcnn as maskrcnn_configs
 from evonorm_tf.modeling import NormActSpineNet
 from evonorm_tf.modeling.backbones.spinenet import LEVEL_FILTERS, SPINENET_BLOCK_SPECS, SPINENET_SCALING
@@ -21,6 +24,8 @@ NORM_ACTS = ("bn_relu", "evonorm_b0", "evonorm_s0")
 SIZE = 128  # the smallest input at which every level 2…7 has its own width
 SMALL_ID = "49S"  # SpineNet-49 with 0.65× filters and 128 endpoint channels
 OPTIONS = {"groups": 8}
+# Model-level norm options unlike every default, for the BN-ReLU backbone and Model Garden's.
+MODEL_NORM = common.NormActivation(use_sync_bn=True, norm_momentum=0.7, norm_epsilon=2e-3)
 
 
 def _spec(size=SIZE):
@@ -61,10 +66,18 @@ def mask_rcnn():
 @pytest.fixture(scope="module")
 def backbones(mask_rcnn):
     """One 49S backbone per norm-act at 128² (each build takes seconds: built once);
-    the EvoNorm-S0 one is the Mask R-CNN's, built by Model Garden's backbone factory."""
+    the EvoNorm-S0 one is the Mask R-CNN's and the BN-ReLU one is built from a config
+    with `MODEL_NORM`, both by Model Garden's backbone factory."""
     built = {
-        name: NormActSpineNet(SMALL_ID, input_specs=_spec(), norm_act=name, norm_act_options=OPTIONS)
-        for name in ("bn_relu", "evonorm_b0")
+        "evonorm_b0": NormActSpineNet(SMALL_ID, input_specs=_spec(), norm_act="evonorm_b0", norm_act_options=OPTIONS),
+        "bn_relu": backbone_factory.build_backbone(
+            input_specs=_spec(),
+            backbone_config=evonorm_tf.configs.Backbone(
+                type="evonorm_spinenet",
+                evonorm_spinenet=evonorm_tf.configs.NormActSpineNet(
+                    model_id=SMALL_ID, norm_activation=evonorm_tf.configs.NormActivation(type="bn_relu"))),
+            norm_activation_config=MODEL_NORM,
+        ),
     }
     built["evonorm_s0"] = mask_rcnn.backbone
     return built
@@ -121,6 +134,16 @@ def test_bad_arguments_name_the_value():
 # -- the built backbone ------------------------------------------------------------------
 
 
+def _model_garden_spinenet_from_config(model_id, norm_activation):
+    """Model Garden's SpineNet from its config, as its task builds it."""
+    return backbone_factory.build_backbone(
+        input_specs=_spec(),
+        backbone_config=model_garden_backbones.Backbone(
+            type="spinenet", spinenet=model_garden_backbones.SpineNet(model_id=model_id, min_level=3, max_level=7)),
+        norm_activation_config=norm_activation,
+    )
+
+
 def _model_garden_spinenet(model_id):
     scaling = model_garden_spinenet.SCALING_MAP[model_id]
     return model_garden_spinenet.SpineNet(
@@ -141,7 +164,7 @@ def _assert_same_weights(ours, theirs):
 
 def test_bn_relu_has_model_garden_parameters(backbones):
     ours = backbones["bn_relu"]
-    theirs = _model_garden_spinenet(SMALL_ID)
+    theirs = _model_garden_spinenet_from_config(SMALL_ID, MODEL_NORM)
     _assert_same_weights(ours, theirs)
     assert ours.count_params() == 9146351
     # 49S's scaling in the built layers: level-2 blocks 41 filters (64 · 0.65), the level-4
@@ -150,8 +173,12 @@ def test_bn_relu_has_model_garden_parameters(backbones):
     assert ours.get_layer("block2_1_conv1").kernel.shape == (3, 3, 166, 166)
     assert ours.get_layer("block2_parent1_conv_in").kernel.shape == (1, 1, 164, 20)
     # Every BN of Model Garden's SpineNet is one of our norm-act layers, and nothing else is.
-    bn_count = sum(isinstance(m, tf_keras.layers.BatchNormalization) for m in theirs.submodules)
-    assert len(checks.norm_act_layers(ours)) == bn_count
+    their_bns = [m for m in theirs.submodules if isinstance(m, tf_keras.layers.BatchNormalization)]
+    our_layers = checks.norm_act_layers(ours)
+    assert len(our_layers) == len(their_bns) == 130
+    # The model-level options reach all 130 layers, as they reach all of Model Garden's BNs.
+    assert {(layer.synchronized, layer.momentum, layer.epsilon) for layer in our_layers} == {
+        (bool(bn.synchronized), bn.momentum, bn.epsilon) for bn in their_bns} == {(True, 0.7, 2e-3)}
 
 
 @pytest.mark.parametrize("norm_act", NORM_ACTS)

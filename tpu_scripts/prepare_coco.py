@@ -27,10 +27,12 @@ squares, triangles; `--shapes_train_images`, `--shapes_val_images`,
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 # Run from a checkout without installing: make `evonorm_tf` importable.
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from evonorm_tf.command_line import CommandLineError, run_absl  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -98,7 +100,27 @@ def prepare(coco_dir, output_dir, year="2017", shards=None, include_masks=True, 
     return counts
 
 
+def check_flags():
+    """Counts must be positive and `--coco_dir` must exist unless it is generated."""
+    import tensorflow as tf
+
+    positive = ["train_shards", "val_shards"]
+    if FLAGS.generate_shapes:
+        positive += ["shapes_train_images", "shapes_val_images", "shapes_image_size"]
+    for name in positive:
+        if getattr(FLAGS, name) < 1:
+            raise CommandLineError(f"--{name} must be >= 1, received {getattr(FLAGS, name)}")
+    if FLAGS.writer_processes < 0:
+        raise CommandLineError(f"--writer_processes must be >= 0, received {FLAGS.writer_processes}")
+    if not FLAGS.generate_shapes and not tf.io.gfile.isdir(FLAGS.coco_dir):
+        raise CommandLineError(
+            f"--coco_dir={FLAGS.coco_dir!r} is not a folder; give an extracted COCO release "
+            "(train2017/, val2017/, annotations/) or add --generate_shapes"
+        )
+
+
 def main(_):
+    check_flags()
     if FLAGS.generate_shapes:
         generate_shapes(
             FLAGS.coco_dir, FLAGS.year, FLAGS.shapes_train_images, FLAGS.shapes_val_images,
@@ -115,4 +137,4 @@ def main(_):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    run_absl(main, prog="prepare_coco.py")

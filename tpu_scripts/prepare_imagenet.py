@@ -24,11 +24,17 @@ JPEG images (`--synthetic_images_per_class`, `--synthetic_size`), for smoke runs
 
 import os
 import random
+import sys
 
-from absl import app, flags
+from absl import flags
 
 import numpy as np
 import tensorflow as tf
+
+# Run from a checkout without installing: make `evonorm_tf` importable.
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from evonorm_tf.command_line import CommandLineError, run_absl  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -154,7 +160,25 @@ def prepare(image_dir, output_dir, split="train", num_shards=8, labels_file=None
     return write_tfrecords(examples, output_dir, split, num_shards)
 
 
+def check_flags():
+    """Counts must be positive; `--image_dir` and `--labels_file` must exist (unless generated)."""
+    minimums = {"num_shards": 1, "synthetic_classes": 0}
+    if FLAGS.synthetic_classes > 0:
+        minimums.update(synthetic_images_per_class=1, synthetic_size=1)
+    for name, minimum in minimums.items():
+        if getattr(FLAGS, name) < minimum:
+            raise CommandLineError(f"--{name} must be >= {minimum}, received {getattr(FLAGS, name)}")
+    if FLAGS.synthetic_classes == 0 and not tf.io.gfile.isdir(FLAGS.image_dir):
+        raise CommandLineError(
+            f"--image_dir={FLAGS.image_dir!r} is not a folder; give a folder with one subfolder of "
+            "images per class, or add --synthetic_classes=K to generate one"
+        )
+    if FLAGS.labels_file and not tf.io.gfile.exists(FLAGS.labels_file):
+        raise CommandLineError(f"--labels_file={FLAGS.labels_file!r} does not exist")
+
+
 def main(_):
+    check_flags()
     if FLAGS.synthetic_classes > 0:
         write_synthetic_image_folder(
             FLAGS.image_dir, FLAGS.synthetic_classes, FLAGS.synthetic_images_per_class,
@@ -168,4 +192,4 @@ def main(_):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    run_absl(main, prog="prepare_imagenet.py")

@@ -24,14 +24,20 @@ code.
 """
 
 import os
+import pprint
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 # Run from a checkout without installing: make `evonorm_tf` importable.
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from evonorm_tf import command_line, console_logging  # noqa: E402
+
 FLAGS = flags.FLAGS
+PROG = "train.py"
+# The modes of official.core.train_lib.run_experiment.
+MODES = ("train", "eval", "train_and_eval", "train_and_post_eval", "continuous_eval")
 
 
 def define_flags():
@@ -62,7 +68,86 @@ def split_cpu(replicas):
             cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)]
         )
     except RuntimeError as error:  # devices were initialised already
-        sys.exit(f"train.py: --cpu_replicas={replicas} must be applied before TensorFlow starts: {error}")
+        raise command_line.CommandLineError(
+            f"--cpu_replicas={replicas} must be applied before TensorFlow starts: {error}"
+        ) from error
+
+
+def check_flags():
+    """Flag values Model Garden would only reject deep inside a run (or not at all)."""
+    import tensorflow as tf
+    import yaml
+
+    if FLAGS.mode not in MODES:
+        raise command_line.CommandLineError(f"--mode={FLAGS.mode!r} is not one of {', '.join(MODES)}")
+    if FLAGS.cpu_replicas < 0:
+        raise command_line.CommandLineError(f"--cpu_replicas must be >= 0, received {FLAGS.cpu_replicas}")
+    if tf.io.gfile.exists(FLAGS.model_dir) and not tf.io.gfile.isdir(FLAGS.model_dir):
+        raise command_line.CommandLineError(f"--model_dir={FLAGS.model_dir!r} is a file, not a folder")
+    for path in FLAGS.config_file or ():
+        if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+            raise command_line.CommandLineError(f"--config_file={path!r}: no such YAML file")
+        try:
+            with tf.io.gfile.GFile(path) as handle:
+                content = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise command_line.CommandLineError(
+                f"--config_file={path!r} is not valid YAML: {command_line.one_line(error)}"
+            ) from error
+        if content is not None and not isinstance(content, dict):
+            raise command_line.CommandLineError(
+                f"--config_file={path!r} must hold a mapping of config keys, received a "
+                f"{type(content).__name__}"
+            )
+
+
+def check_data_paths(params):
+    """Every `input_path` the mode reads must match at least one file."""
+    import tensorflow as tf
+
+    splits = []
+    if "train" in FLAGS.mode:
+        splits.append("train_data")
+    if "eval" in FLAGS.mode:
+        splits.append("validation_data")
+    for split in splits:
+        data = getattr(params.task, split, None)
+        input_path = getattr(data, "input_path", None)
+        if not input_path or getattr(data, "tfds_name", None):
+            continue
+        patterns = input_path.split(",") if isinstance(input_path, str) else list(input_path)
+        for pattern in (pattern.strip() for pattern in patterns):
+            try:
+                matches = tf.io.gfile.glob(pattern) if pattern else [None]
+            except tf.errors.OpError as error:
+                raise command_line.CommandLineError(
+                    f"task.{split}.input_path={pattern!r} cannot be listed: {command_line.one_line(error)}"
+                ) from error
+            if not matches:
+                raise command_line.CommandLineError(
+                    f"task.{split}.input_path={pattern!r} matches no file "
+                    "(tpu_scripts/prepare_imagenet.py and prepare_coco.py write the records)"
+                )
+    annotation_file = getattr(params.task, "annotation_file", None)
+    if "eval" in FLAGS.mode and annotation_file and not tf.io.gfile.exists(annotation_file):
+        raise command_line.CommandLineError(f"task.annotation_file={annotation_file!r} does not exist")
+
+
+def check_counts(params):
+    """Step counts and batch sizes must be positive (Model Garden accepts 0 and negatives)."""
+    keys = ["trainer.steps_per_loop"]
+    if "train" in FLAGS.mode:
+        keys += ["trainer.train_steps", "task.train_data.global_batch_size"]
+    if "eval" in FLAGS.mode:
+        keys += ["task.validation_data.global_batch_size"]
+    for key in keys:
+        value = params
+        for part in key.split("."):
+            value = getattr(value, part, None)
+        if value is None:  # a task without this field
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise command_line.CommandLineError(f"{key} must be a positive integer, received {value!r}")
 
 
 def parse_experiment():
@@ -73,16 +158,23 @@ def parse_experiment():
 
     try:
         exp_factory.get_exp_config(FLAGS.experiment)
-    except LookupError:
-        sys.exit(
-            f"train.py: unknown experiment {FLAGS.experiment!r}; this project registers "
+    except LookupError as error:
+        raise command_line.CommandLineError(
+            f"unknown experiment {FLAGS.experiment!r}; this project registers "
             f"{', '.join(EXPERIMENTS)} (Model Garden's vision experiments are registered too)"
-        )
+        ) from error
+    check_flags()
     try:
-        return train_utils.parse_configuration(FLAGS)
+        params = train_utils.parse_configuration(FLAGS, print_return=False)
     except (KeyError, ValueError, TypeError, AttributeError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        sys.exit(f"train.py: invalid configuration for {FLAGS.experiment!r}: {message}")
+        raise command_line.CommandLineError(
+            f"invalid configuration for {FLAGS.experiment!r}: {command_line.one_line(error)}"
+        ) from error
+    check_counts(params)
+    check_data_paths(params)
+    # Logged once the configuration is known to be usable (Model Garden logs it while parsing).
+    logging.info("Final experiment parameters:\n%s", pprint.pformat(params.as_dict()))
+    return params
 
 
 def distribution_strategy(params):
@@ -103,6 +195,7 @@ def distribution_strategy(params):
 
 
 def main(_):
+    console_logging.drop_orbit_echo()
     if FLAGS.cpu_replicas > 1:
         split_cpu(FLAGS.cpu_replicas)
 
@@ -150,4 +243,4 @@ def main(_):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    command_line.run_absl(main, prog=PROG)

@@ -26,15 +26,16 @@ Reference: Brock, De, Smith. Characterizing signal propagation to close the
 performance gap in unnormalized ResNets. arXiv:2101.08692 (§2).
 """
 
-import argparse
 import collections
+import os
 import re
-import sys
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from evonorm_tf import command_line
+from evonorm_tf.factory import NORM_ACT_NAMES
 from evonorm_tf.modeling.backbones import nf_resnet, resnet
 from evonorm_tf.modeling.layers.residual import ScaledResidualAdd
 from evonorm_tf.modeling.norm_act import NormActFactory
@@ -141,16 +142,18 @@ def plot_signal_propagation(results, path, title="Signal propagation at initiali
 
     figure, axes = pyplot.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
     panels = (
-        ("squared_mean", "Average channel squared mean"),
-        ("variance", "Average channel variance"),
-        ("residual_variance", "Residual average channel variance"),
+        ("squared_mean", "Average channel squared mean", "mean over channels of (channel mean)²"),
+        ("variance", "Average channel variance", "mean over channels of channel variance"),
+        ("residual_variance", "Residual average channel variance",
+         "residual branch: mean channel variance"),
     )
-    for axis, (field, label) in zip(axes, panels):
+    for axis, (field, label, ylabel) in zip(axes, panels):
         for name, result in results.items():
             values = getattr(result, field)
             axis.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=name)
         axis.set_yscale("log")
         axis.set_xlabel("residual block (depth)")
+        axis.set_ylabel(f"{ylabel} (log scale)")
         axis.set_title(label)
         axis.grid(True, which="major", alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -158,6 +161,15 @@ def plot_signal_propagation(results, path, title="Signal propagation at initiali
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
     return path
+
+
+def describe(label, result):
+    """One line: the number of blocks and the range over blocks of each statistic."""
+    def span(values):
+        return f"{np.min(values):.3g}–{np.max(values):.3g}"
+
+    return (f"{label}: {len(result.block_names)} blocks; over the blocks: squared mean {span(result.squared_mean)}, "
+            f"variance {span(result.variance)}, residual variance {span(result.residual_variance)}")
 
 
 # -- models named on the command line -----------------------------------------------
@@ -188,24 +200,40 @@ class UnnormalizedFactory(NormActFactory):
 _BACKBONE_PATTERN = re.compile(r"^(nf_resnet|resnet)(\d+)(?::([a-z0-9_]+))?$")
 
 
-def build_backbone(spec, input_shape=(32, 32, 3)):
-    """A backbone from a command-line name.
-
-    `nf_resnet{depth}` (NF-ResNet, SkipInit gain 1 so branches contribute at
-    init), `resnet{depth}:{norm_act}` (pre-activation `NormActResNet`, e.g.
-    `resnet20:bn_relu`, `resnet56:evonorm_s0`) or `resnet{depth}:none`
-    (unnormalized ReLU ResNet, He initialization).
-    """
+def parse_backbone_name(spec):
+    """`(family, depth, norm_act or None)` of a command-line name; ValueError naming a bad one."""
     match = _BACKBONE_PATTERN.match(spec.strip().lower())
     if not match:
         raise ValueError(
             f"backbone must look like nf_resnet20, resnet20:bn_relu or resnet20:none, received {spec!r}"
         )
     family, depth, norm_act = match.group(1), int(match.group(2)), match.group(3)
+    if family == "nf_resnet" and norm_act:
+        raise ValueError(f"nf_resnet takes no norm-act, received {spec!r}")
+    if norm_act not in (None, "none") and norm_act not in NORM_ACT_NAMES:
+        raise ValueError(
+            f"unknown norm-act {norm_act!r} in backbone {spec!r}; valid: none, {', '.join(NORM_ACT_NAMES)}"
+        )
+    depths = nf_resnet.NF_RESNET_SPECS if family == "nf_resnet" else resnet.RESNET_SPECS
+    if depth not in depths:
+        raise ValueError(f"{family} depth {depth} in backbone {spec!r} is not one of {sorted(depths)}")
+    return family, depth, norm_act
+
+
+def build_backbone(spec, input_shape=(32, 32, 3)):
+    """A backbone from a command-line name.
+
+    `nf_resnet{depth}` (NF-ResNet, SkipInit gain 1 so branches contribute at
+    init, no stochastic depth), `resnet{depth}:{norm_act}` (pre-activation `NormActResNet`, e.g.
+    `resnet20:bn_relu`, `resnet56:evonorm_s0`) or `resnet{depth}:none`
+    (unnormalized ReLU ResNet, He initialization).
+    """
+    family, depth, norm_act = parse_backbone_name(spec)
     if family == "nf_resnet":
         if norm_act:
             raise ValueError(f"nf_resnet takes no norm-act, received {spec!r}")
-        return nf_resnet.build_nf_resnet(depth, input_shape=input_shape, skip_gain_init=1.0)
+        return nf_resnet.build_nf_resnet(depth, input_shape=input_shape, skip_gain_init=1.0,
+                                         stochastic_depth_drop_rate=0.0)
     if norm_act in (None, "none"):
         return resnet.build_resnet(
             depth, UnnormalizedFactory(), input_shape=input_shape, preactivation=True,
@@ -214,8 +242,11 @@ def build_backbone(spec, input_shape=(32, 32, 3)):
     return resnet.build_resnet(depth, norm_act, input_shape=input_shape, preactivation=True)
 
 
+PROG = "python -m evonorm_tf.analysis.signal_propagation"
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_line.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", action="append", required=True,
                         help="nf_resnet{depth}, resnet{depth}:{norm_act} or resnet{depth}:none; repeatable")
     parser.add_argument("--output", required=True, help="PNG file to write")
@@ -224,6 +255,14 @@ def main(argv=None):
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    for flag in ("batch_size", "image_size", "channels"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, received {getattr(args, flag)}")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        parser.error(f"--output={args.output!r}: the folder {folder!r} does not exist")
+    for spec in args.backbone:  # every name is checked before the first model is built
+        parse_backbone_name(spec)
     input_shape = (args.image_size, args.image_size, args.channels)
     inputs = np.random.default_rng(args.seed).standard_normal(
         (args.batch_size, *input_shape)).astype(np.float32)
@@ -232,13 +271,11 @@ def main(argv=None):
         tf_keras.utils.set_random_seed(args.seed)
         model = build_backbone(spec, input_shape)
         results[spec] = signal_propagation(model, inputs, training=True)
-        final = results[spec]
-        print(f"{spec}: {len(final.block_names)} blocks, final squared mean {final.squared_mean[-1]:.3g}, "
-              f"variance {final.variance[-1]:.3g}, residual variance {final.residual_variance[-1]:.3g}")
+        print(describe(spec, results[spec]))
     plot_signal_propagation(results, args.output)
     print(f"wrote {args.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command_line.run(main, prog=PROG)

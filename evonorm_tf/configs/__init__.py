@@ -1,10 +1,15 @@
 """Model Garden configs for the norm-act backbones; importing registers everything.
 
-`import evonorm_tf.configs` registers the backbone builders `evonorm_resnet`
-and `evonorm_efficientnet`, the task config `ImageClassificationTask` (run by
-Model Garden's classification task) and the experiments
-`evonorm_resnet_imagenet` and `evonorm_efficientnet_imagenet`, and the
-Mask R-CNN experiment `evonorm_maskrcnn_resnetfpn_coco` (`evonorm_tf.configs.maskrcnn`).
+`import evonorm_tf.configs` registers the backbone builders (`evonorm_resnet`,
+`evonorm_efficientnet`, `evonorm_spinenet`, `nf_resnet`), the `evonorm_fpn`
+decoder, the task configs and the experiments of `EXPERIMENTS`:
+
+- `evonorm_resnet_imagenet`, `evonorm_efficientnet_imagenet`: ImageNet
+  classification with Model Garden's own classification task;
+- `evonorm_maskrcnn_resnetfpn_coco`, `evonorm_maskrcnn_spinenet_coco`:
+  COCO Mask R-CNN with norm-act FPN and heads (`evonorm_tf.configs.maskrcnn`);
+- `evonorm_biggan_imagenet128`, `evonorm_biggan_digits`: BigGAN with a
+  class-conditional norm-act generator (`evonorm_tf.configs.biggan`).
 
 Override shape: `task.model.backbone.evonorm_resnet.norm_activation.type=evonorm_s0`
 (see `evonorm_tf.configs.backbones`).
@@ -30,7 +35,14 @@ from evonorm_tf.configs import maskrcnn  # noqa: F401,E402  (registers the Mask 
 from evonorm_tf.configs import biggan  # noqa: F401,E402  (BigGAN experiments)
 from evonorm_tf.gan import task as _biggan_task  # noqa: F401,E402  (registers BigGANTask)
 
-EXPERIMENTS = ("evonorm_resnet_imagenet", "evonorm_efficientnet_imagenet")
+EXPERIMENTS = (
+    "evonorm_resnet_imagenet",
+    "evonorm_efficientnet_imagenet",
+    "evonorm_maskrcnn_resnetfpn_coco",
+    "evonorm_maskrcnn_spinenet_coco",
+    "evonorm_biggan_imagenet128",
+    "evonorm_biggan_digits",
+)
 
 __all__ = [
     "Backbone",

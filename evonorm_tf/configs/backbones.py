@@ -1,14 +1,22 @@
 """Model Garden config dataclasses for the norm-act backbones.
 
-A norm-act is chosen per backbone, in its own `norm_activation` block:
+A norm-act is chosen per backbone, in its own `norm_activation` block, which
+carries the layer `type` (and `groups`):
 
     task.model.backbone.type=evonorm_resnet
     task.model.backbone.evonorm_resnet.norm_activation.type=evonorm_s0
     task.model.backbone.evonorm_efficientnet.norm_activation.type=bn_silu
 
-Model Garden's model-level `task.model.norm_activation` (plain BN options) is
-not read by these backbones; it only affects Model Garden's optional head BN
-(`add_head_batch_norm`, off by default).
+Model Garden's model-level `task.model.norm_activation` reaches every
+norm-act layer as it reaches Model Garden's own backbones: `use_sync_bn` →
+`synchronized` (batch statistics over all replicas), `norm_momentum` →
+`momentum`, `norm_epsilon` → `epsilon`. One precedence holds for each of the
+three: the backbone's own field if set, else the model-level field, else the
+layer default (`evonorm_tf.modeling.norm_act.options_from_config`). The
+model-level `activation` is not read: the nonlinearity is part of the
+norm-act type (`bn_relu`, `bn_silu`, ...). Layers without batch statistics
+(S-series, GN, FRN) ignore `momentum` and `synchronized`; the NF-ResNet has
+no normalization layer at all.
 """
 
 import dataclasses
@@ -18,30 +26,42 @@ from official.modeling import hyperparams
 from official.vision.configs import backbones
 
 from evonorm_tf.configs.nf_resnet import NFResNet
-from evonorm_tf.factory import NORM_ACT_NAMES
 
 
 @dataclasses.dataclass
 class NormActivation(hyperparams.Config):
-    """The norm-act layer of a backbone; each layer receives the options it accepts.
+    """The norm-act layer of one model part; each layer receives the options it accepts.
+
+    `momentum`, `epsilon` and `synchronized` are null unless set here: a null
+    field takes Model Garden's model-level `task.model.norm_activation` value
+    (`norm_momentum`, `norm_epsilon`, `use_sync_bn`), and without one the
+    layer default. A value set here wins over the model-level one.
 
     Attributes:
-      type: a name of `evonorm_tf.NORM_ACT_NAMES` (`bn_relu`, `bn_silu`,
-        `gn_relu`, `gn_silu`, `frn_tlu`, `evonorm_b0`…`b2`, `evonorm_s0`…`s2`).
-      momentum: moving-average momentum (BN and B-series). 0.9 as the authors'
-        code; EfficientNet's BN uses 0.99.
-      epsilon: added inside square roots. 1e-5 as the authors' code.
-      groups: requested group count (GN and S-series); channel counts it does
-        not divide use the largest divisor below it.
+      type: a norm-act name (`bn_relu`, `bn_silu`, `gn_relu`, `gn_silu`,
+        `frn_tlu`, `evonorm_b0`…`b2`, `evonorm_s0`…`s2`, see
+        `evonorm_tf.NORM_ACT_NAMES`) or a searched layer `graph:<canonical>`.
+      momentum: moving-average momentum (BN and B-series). Layer default 0.9,
+        as the authors' code.
+      epsilon: added inside square roots. Layer default 1e-5, as the authors' code.
+      groups: group count (GN and S-series). Layer default 32. A layer whose
+        channel count it does not divide is an error at model construction
+        naming the layer, unless `adjust_groups` is true.
       synchronized: batch statistics over all replicas (BN and B-series).
-        False (default): per-replica statistics, as the authors' TPU runs.
+        Layer default False (per-replica statistics, as the authors' TPU runs).
+      adjust_groups: true: a layer whose channels `groups` does not divide
+        uses the largest divisor below it (the authors' rule; EfficientNet's
+        24-, 40- and 144-channel layers need it with 32 groups), logged once
+        per model with the layers it changed and recorded in each layer's
+        config. Recorded in the saved `params.yaml` with the rest of the config.
     """
 
     type: str = "evonorm_b0"
-    momentum: float = 0.9
-    epsilon: float = 1e-5
-    groups: int = 32
-    synchronized: bool = False
+    momentum: Optional[float] = None
+    epsilon: Optional[float] = None
+    groups: Optional[int] = None
+    synchronized: Optional[bool] = None
+    adjust_groups: bool = False
 
 
 @dataclasses.dataclass
@@ -65,7 +85,9 @@ class NormActEfficientNet(hyperparams.Config):
     """`evonorm_tf.modeling.NormActEfficientNet` (see its docstring).
 
     `width_scale` / `depth_scale` override the model's scaling (null: those
-    of `model_id`), for small smoke-test models.
+    of `model_id`), for small smoke-test models. Its norm-act adjusts group
+    counts by default (`adjust_groups: true`): its 24-, 40-, 112- and
+    144-channel layers are not multiples of 32.
     """
 
     model_id: str = "b0"
@@ -73,7 +95,9 @@ class NormActEfficientNet(hyperparams.Config):
     stochastic_depth_drop_rate: float = 0.2
     width_scale: Optional[float] = None
     depth_scale: Optional[float] = None
-    norm_activation: NormActivation = dataclasses.field(default_factory=NormActivation)
+    norm_activation: NormActivation = dataclasses.field(
+        default_factory=lambda: NormActivation(adjust_groups=True)
+    )
 
 
 @dataclasses.dataclass
@@ -103,20 +127,39 @@ class Backbone(backbones.Backbone):
     evonorm_spinenet: NormActSpineNet = dataclasses.field(default_factory=NormActSpineNet)
 
 
-def check_backbone(backbone):
-    """Raises ValueError for an unknown norm-act name or model id in the active sub-config."""
-    if backbone.type not in ("evonorm_resnet", "evonorm_efficientnet", "evonorm_spinenet"):
+def check_norm_activation(key, norm_act_config, model_norm_activation=None):
+    """Raises ValueError naming `key` when the norm-act factory rejects this config.
+
+    The check builds the factory the model will build (`NormActFactory`), so
+    it accepts every name the factory accepts, `graph:<canonical>` names of
+    `evonorm_tf.search` included, and rejects bad option values.
+    """
+    from evonorm_tf.modeling import norm_act as norm_act_lib
+
+    if not isinstance(norm_act_config.adjust_groups, bool):
+        raise ValueError(f"{key}.adjust_groups must be true or false, received {norm_act_config.adjust_groups!r}")
+    try:
+        norm_act_lib.norm_act_factory_from_config(norm_act_config, model_norm_activation=model_norm_activation)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{key}.type={norm_act_config.type!r}: {error}") from None
+
+
+BACKBONES_WITH_NORM_ACT = ("evonorm_resnet", "evonorm_efficientnet", "evonorm_spinenet")
+
+
+def check_backbone(backbone, model_norm_activation=None):
+    """Raises ValueError for a norm-act the factory rejects or an unknown model id in the active sub-config.
+
+    `model_norm_activation` is Model Garden's `task.model.norm_activation`
+    (checked together with the backbone's own options), or None.
+    """
+    if backbone.type not in BACKBONES_WITH_NORM_ACT:
         return
     from evonorm_tf.modeling.backbones import EFFICIENTNET_SCALING, RESNET_SPECS, SPINENET_SCALING
 
     config = backbone.get()
     prefix = f"task.model.backbone.{backbone.type}"
-    name = config.norm_activation.type
-    if not isinstance(name, str) or name.strip().lower() not in NORM_ACT_NAMES:
-        raise ValueError(
-            f"{prefix}.norm_activation.type={name!r} is not a norm-act; valid names: "
-            f"{', '.join(NORM_ACT_NAMES)}"
-        )
+    check_norm_activation(f"{prefix}.norm_activation", config.norm_activation, model_norm_activation)
     valid_ids = {
         "evonorm_resnet": RESNET_SPECS,
         "evonorm_efficientnet": EFFICIENTNET_SCALING,

@@ -5,10 +5,11 @@ Registered experiments (`--experiment=...` of `tpu_scripts/train.py`):
 - `evonorm_biggan_imagenet128`: BigGAN at 128x128 on ImageNet TFRecords
   (Model Garden's classification format, `image/encoded` + `image/class/label`,
   labels 1..1000), the paper's settings: ch 96, z 120 (hierarchical), shared
-  embedding 128, hinge loss, Adam(β1 = 0, β2 = 0.999, ε = 1e-6) with G lr 1e-4
-  and D lr 4e-4 (BigGAN-PyTorch's ImageNet-128 launch script), 2 D steps per
-  G step and batch 2048 (compare_gan's `biggan_imagenet128.gin`), EMA of G
-  0.9999 from step 20000 (BigGAN-PyTorch `--ema_start 20000`). The
+  embedding 128, hinge loss, and compare_gan's optimiser settings taken
+  together (`biggan_imagenet128.gin` and `ModularGAN`'s defaults):
+  Adam(β1 = 0, β2 = 0.999, ε = 1e-8) with G lr 1e-4 and D lr 5e-4, 2 D steps
+  per G step, batch 2048, EMA of G 0.9999 from step 40000, standing
+  statistics from 204,800 samples at evaluation. The
   generator's norm-act defaults to class-conditional BN-ReLU;
   `task.model.generator.norm_activation.type=evonorm_b0` swaps it.
 - `evonorm_biggan_digits`: the embedded default: scikit-learn's digits
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 DATA_SOURCES = ("digits", "tfrecord")
-FEATURE_NETWORKS = ("digits", "inception_v3", "keras_model")
+FEATURE_NETWORKS = ("digits", "inception_2015", "inception_v3", "keras_model")
 IMAGENET_TRAIN_EXAMPLES = 1281167
 IMAGENET_VAL_EXAMPLES = 50000
 
@@ -98,6 +99,7 @@ class GANOptimization(hyperparams.Config):
     discriminator_steps: int = 2
     ema_decay: float = 0.9999
     ema_start_step: int = 20000
+    orthogonal_regularization: float = 0.0  # BigGAN's β (paper: 1e-4); 0 = off
 
 
 @dataclasses.dataclass
@@ -124,9 +126,13 @@ class DataConfig(cfg.DataConfig):
 class FeatureNetwork(hyperparams.Config):
     """The network of FID (features) and IS (logits).
 
-    `type`: `"inception_v3"` (tf_keras InceptionV3 with `weights_path`, a
-    user-supplied weights file, and `classes` outputs; nothing is downloaded;
-    a missing file raises FileNotFoundError at the first evaluation),
+    `type`: `"inception_2015"` (the 2015 FID Inception graph's layout, the
+    network of published FIDs, from `weights_path` converted as in
+    `gan.fid_inception`; metrics `fid_inception_2015`, ...), `"inception_v3"`
+    (tf_keras InceptionV3 with `weights_path`, a user-supplied weights file,
+    and `classes` outputs; `fid_inception_v3_keras`, not comparable with
+    published FIDs); nothing is downloaded; a missing file raises
+    FileNotFoundError at the first evaluation;
     `"keras_model"` (any saved tf_keras model at `model_path`: features from
     layer `feature_layer`, logits from its output) or `"digits"` (a small
     classifier trained on scikit-learn's digits at start-up).
@@ -146,6 +152,13 @@ class GANEvaluation(hyperparams.Config):
     `grid_classes` rows (evenly spaced class ids) × `grid_per_class` columns
     of samples go to `<model_dir>/samples/samples_<step>.png` and to
     TensorBoard. `seed` fixes the latents, so evaluations are comparable.
+    Before each evaluation the EMA generator's batch statistics (BN,
+    EvoNorm-B*) are recomputed from `standing_samples` of its own samples in
+    batches of `standing_batch_size` (0: the training batch); 0 samples keeps
+    the EMA of the moving statistics. `truncation` > 0 draws the evaluated
+    latents (and those of the standing statistics) from the normal truncated
+    at ±`truncation`; 0 is the full normal. Metrics are named by the feature
+    network (`fid_<name>`, `inception_score_<name>`).
     """
 
     feature_network: FeatureNetwork = dataclasses.field(default_factory=FeatureNetwork)
@@ -153,6 +166,9 @@ class GANEvaluation(hyperparams.Config):
     grid_classes: int = 10
     grid_per_class: int = 8
     seed: int = 0
+    standing_samples: int = 2048
+    standing_batch_size: int = 0
+    truncation: float = 0.0
 
 
 @dataclasses.dataclass
@@ -229,6 +245,18 @@ def check_task(task):
     splits = task.evaluation.inception_score_splits
     if not isinstance(splits, int) or splits < 1:
         _fail("task.evaluation.inception_score_splits", "must be a positive int", splits)
+    evaluation = task.evaluation
+    for key in ("standing_samples", "standing_batch_size"):
+        value = getattr(evaluation, key)
+        if not isinstance(value, int) or value < 0:
+            _fail(f"task.evaluation.{key}", "must be an int >= 0", value)
+    if evaluation.standing_batch_size == 1:
+        _fail("task.evaluation.standing_batch_size", "must be 0 or >= 2", 1)
+    if not evaluation.truncation >= 0:
+        _fail("task.evaluation.truncation", "must be >= 0 (0: no truncation)", evaluation.truncation)
+    if not optimization.orthogonal_regularization >= 0:
+        _fail("task.optimization.orthogonal_regularization", "must be >= 0",
+              optimization.orthogonal_regularization)
 
 
 @dataclasses.dataclass
@@ -250,12 +278,17 @@ def evonorm_biggan_imagenet128() -> cfg.ExperimentConfig:
     return ExperimentConfig(
         task=BigGANTask(
             model=BigGANModel(resolution=128, num_classes=1000),
-            optimization=GANOptimization(),
+            # compare_gan's settings taken together: biggan_imagenet128.gin (lrs 1e-4 / 5e-4,
+            # Adam β1 0, β2 0.999, 2 D steps) and ModularGAN's defaults (Adam ε 1e-8 of
+            # tf.train.AdamOptimizer, EMA 0.9999 from step 40000); no orthogonal regularisation.
+            optimization=GANOptimization(discriminator_learning_rate=5e-4, epsilon=1e-8,
+                                         ema_decay=0.9999, ema_start_step=40000),
             train_data=DataConfig(input_path="imagenet-2012-tfrecord/train*", is_training=True,
                                   global_batch_size=batch_size),
             validation_data=DataConfig(input_path="imagenet-2012-tfrecord/valid*",
                                        is_training=False, global_batch_size=eval_batch),
-            evaluation=GANEvaluation(feature_network=FeatureNetwork(type="inception_v3")),
+            evaluation=GANEvaluation(feature_network=FeatureNetwork(type="inception_2015"),
+                                     standing_samples=204800),  # compare_gan eval_gan_lib
         ),
         trainer=cfg.TrainerConfig(
             train_steps=250000,  # compare_gan biggan_imagenet128.gin training_steps

@@ -24,6 +24,7 @@ import os
 from official.core import config_definitions as cfg
 from official.core import exp_factory, task_factory
 from official.modeling import optimization
+from official.vision.configs import common as mg_common
 from official.vision.configs import image_classification as mg_image_classification
 from official.vision.tasks import image_classification as mg_image_classification_task
 
@@ -67,7 +68,7 @@ class ExperimentConfig(cfg.ExperimentConfig):
 
     def validate(self):
         super().validate()
-        backbones.check_backbone(self.task.model.backbone)
+        backbones.check_backbone(self.task.model.backbone, self.task.model.norm_activation)
 
 
 def _data(split_pattern, batch_size, is_training):
@@ -79,6 +80,13 @@ def _data(split_pattern, batch_size, is_training):
         global_batch_size=batch_size,
         drop_remainder=is_training,
     )
+
+
+def _authors_norm_activation():
+    """Model Garden's model-level norm options, which reach every norm-act layer the
+    backbone's block leaves unset: the EvoNorm authors' momentum 0.9 and epsilon 1e-5
+    (tensorflow/tpu `resnet_model.py` `evonorm()`), per-replica batch statistics."""
+    return mg_common.NormActivation(norm_momentum=0.9, norm_epsilon=1e-5, use_sync_bn=False)
 
 
 def validation_steps(batch_size, examples=IMAGENET_VAL_EXAMPLES):
@@ -104,6 +112,7 @@ def evonorm_resnet_imagenet() -> cfg.ExperimentConfig:
             model=ImageClassificationModel(
                 num_classes=IMAGENET_NUM_CLASSES,
                 input_size=[224, 224, 3],
+                norm_activation=_authors_norm_activation(),
                 backbone=backbones.Backbone(
                     type="evonorm_resnet",
                     evonorm_resnet=backbones.NormActResNet(model_id=50, preactivation=True),
@@ -151,6 +160,7 @@ def evonorm_efficientnet_imagenet() -> cfg.ExperimentConfig:
                 num_classes=IMAGENET_NUM_CLASSES,
                 input_size=[224, 224, 3],
                 dropout_rate=0.2,
+                norm_activation=_authors_norm_activation(),
                 backbone=backbones.Backbone(
                     type="evonorm_efficientnet",
                     evonorm_efficientnet=backbones.NormActEfficientNet(model_id="b0"),

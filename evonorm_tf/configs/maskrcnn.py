@@ -10,8 +10,12 @@ task with the norm-act heads) and the experiments
     task.model.decoder.evonorm_fpn.norm_activation.type=evonorm_s0
     task.model.heads_norm_activation.type=evonorm_s0
 
-Model Garden's model-level `task.model.norm_activation` (plain BN options) is
-not read by any of these parts.
+Model Garden's model-level `task.model.norm_activation` reaches every part as
+it reaches Model Garden's own backbone, FPN and heads: `use_sync_bn` →
+`synchronized`, `norm_momentum` → `momentum`, `norm_epsilon` → `epsilon`,
+each unless the part's own block sets it (`docs/maskrcnn.md`). As in Model
+Garden, `use_sync_bn` does not reach the mask head, whose batch statistics
+stay per replica unless `heads_norm_activation.synchronized` is set.
 """
 
 import dataclasses
@@ -25,9 +29,8 @@ from official.vision.tasks import maskrcnn as mg_maskrcnn_task
 from official.vision.configs import decoders
 from official.vision.configs import maskrcnn as maskrcnn_config
 
-from evonorm_tf.configs.backbones import Backbone, NormActivation, NormActResNet, check_backbone
-from evonorm_tf.configs.backbones import NormActSpineNet
-from evonorm_tf.factory import NORM_ACT_NAMES
+from evonorm_tf.configs.backbones import Backbone, NormActivation, NormActResNet, NormActSpineNet
+from evonorm_tf.configs.backbones import check_backbone, check_norm_activation
 from evonorm_tf.modeling import decoders as _decoders  # noqa: F401  (registers evonorm_fpn)
 from evonorm_tf.modeling.heads import maskrcnn as maskrcnn_builder
 
@@ -38,11 +41,13 @@ class NormActFPN(hyperparams.Config):
 
     `norm_activation` is the layer at each output level, built with
     `nonlinearity=False` (where Model Garden's FPN has BN without activation);
-    `activation` is the one between the coarser levels P6 → P7.
+    `activation` is the one between the coarser levels P6 → P7;
+    `use_separable_conv` is Model Garden's FPN option of that name.
     """
 
     num_filters: int = 256
     fusion_type: str = "sum"
+    use_separable_conv: bool = False
     activation: str = "relu"
     norm_activation: NormActivation = dataclasses.field(default_factory=NormActivation)
 
@@ -60,7 +65,9 @@ class MaskRCNN(maskrcnn_config.MaskRCNN):
 
     `heads_norm_activation` is the norm-act of the RPN, detection and mask
     heads, at every position where Model Garden's heads have BN followed by
-    their activation (`evonorm_tf.modeling.heads`).
+    their activation (`evonorm_tf.modeling.heads`). Its unset fields take
+    the model-level `norm_activation` values each head gets from Model
+    Garden's `build_maskrcnn` (the mask head: momentum and epsilon only).
     """
 
     backbone: Backbone = dataclasses.field(default_factory=lambda: Backbone(type="evonorm_resnet"))
@@ -104,11 +111,6 @@ class NormActMaskRCNNTask(mg_maskrcnn_task.MaskRCNNTask):
 COCO_VAL_EXAMPLES = 5000
 
 
-def _check_norm_act_name(key, name):
-    if not isinstance(name, str) or name.strip().lower() not in NORM_ACT_NAMES:
-        raise ValueError(f"{key}={name!r} is not a norm-act; valid names: {', '.join(NORM_ACT_NAMES)}")
-
-
 @dataclasses.dataclass
 class ExperimentConfig(cfg.ExperimentConfig):
     """`cfg.ExperimentConfig` whose `validate()` also checks every norm-act name.
@@ -120,13 +122,14 @@ class ExperimentConfig(cfg.ExperimentConfig):
     def validate(self):
         super().validate()
         model = self.task.model
-        check_backbone(model.backbone)
+        check_backbone(model.backbone, model.norm_activation)
         if model.decoder.type == "evonorm_fpn":
-            _check_norm_act_name(
-                "task.model.decoder.evonorm_fpn.norm_activation.type",
-                model.decoder.evonorm_fpn.norm_activation.type,
+            check_norm_activation(
+                "task.model.decoder.evonorm_fpn.norm_activation",
+                model.decoder.evonorm_fpn.norm_activation,
+                model.norm_activation,
             )
-        _check_norm_act_name("task.model.heads_norm_activation.type", model.heads_norm_activation.type)
+        check_norm_activation("task.model.heads_norm_activation", model.heads_norm_activation, model.norm_activation)
 
 
 def _from_reference(name, backbone, decoder, restrictions=()):
@@ -134,7 +137,10 @@ def _from_reference(name, backbone, decoder, restrictions=()):
 
     The reference's task is copied into our `MaskRCNNTask` (its backbone and
     decoder dropped: theirs are other config classes), `init_checkpoint` set to
-    None; runtime and trainer are the reference's.
+    None; runtime and trainer are the reference's. The model-level
+    `norm_activation` keeps the reference's `use_sync_bn` and takes the
+    EvoNorm authors' momentum 0.9 and epsilon 1e-5 (tensorflow/tpu
+    `resnet_model.py` `evonorm()`), which every part then receives.
     """
     reference = exp_factory.get_exp_config(name)
     task = MaskRCNNTask()
@@ -145,6 +151,8 @@ def _from_reference(name, backbone, decoder, restrictions=()):
     task.init_checkpoint = None
     task.model.backbone = backbone
     task.model.decoder = decoder
+    task.model.norm_activation.norm_momentum = 0.9
+    task.model.norm_activation.norm_epsilon = 1e-5
     # Every validation image once: the last batch kept, partial if the batch does not divide 5000.
     task.validation_data.drop_remainder = False
     trainer = reference.trainer
@@ -180,8 +188,9 @@ def evonorm_maskrcnn_spinenet_coco() -> cfg.ExperimentConfig:
     SpineNet-49 (`evonorm_spinenet`) at 640², its levels 3…7 fed straight to
     the heads (Model Garden's `identity` decoder), trained from scratch
     (`init_checkpoint` null). The norm-acts use batch statistics over all
-    replicas, as the recipe's synchronized BN. Everything else (data,
-    schedule, optimizer) is Model Garden's recipe.
+    replicas, as the recipe's synchronized BN (`task.model.norm_activation.use_sync_bn`;
+    the mask head's stay per replica, as Model Garden's). Everything else
+    (data, schedule, optimizer) is Model Garden's recipe.
     """
     spinenet = exp_factory.get_exp_config("maskrcnn_spinenet_coco").task.model.backbone.spinenet
     config = _from_reference(
@@ -193,7 +202,7 @@ def evonorm_maskrcnn_spinenet_coco() -> cfg.ExperimentConfig:
                 min_level=spinenet.min_level,
                 max_level=spinenet.max_level,
                 stochastic_depth_drop_rate=spinenet.stochastic_depth_drop_rate,
-                norm_activation=NormActivation(type="evonorm_b0", synchronized=True),
+                norm_activation=NormActivation(type="evonorm_b0"),
             ),
         ),
         Decoder(type="identity"),
@@ -202,5 +211,5 @@ def evonorm_maskrcnn_spinenet_coco() -> cfg.ExperimentConfig:
             "task.model.max_level == task.model.backbone.evonorm_spinenet.max_level",
         ],
     )
-    config.task.model.heads_norm_activation = NormActivation(type="evonorm_b0", synchronized=True)
+    config.task.model.heads_norm_activation = NormActivation(type="evonorm_b0")
     return config

@@ -20,11 +20,16 @@ class NFResNet(hyperparams.Config):
       activation: `relu` or `silu`.
       alpha: residual scale α; 0.2 as arXiv:2101.08692.
       skip_gain_init: initial SkipInit gain; 0.0 (each block starts as the identity).
+      stochastic_depth_drop_rate: largest stochastic-depth drop rate (block i of
+        n drops with rate · i / n); 0.1 as the reference NF-ResNet.
       width_multiplier: scales all filters.
+      scaled_final_activation: end with the γ-scaled activation (reference).
     """
 
     model_id: int = 50
     activation: str = "relu"
     alpha: float = 0.2
     skip_gain_init: float = 0.0
+    stochastic_depth_drop_rate: float = 0.1
     width_multiplier: float = 1.0
+    scaled_final_activation: bool = True

@@ -7,7 +7,8 @@
     trainer = gan.GANTrainer(G, D, gan.Generator(resolution=32, num_classes=10, norm_act="evonorm_b0"))
 """
 
-from evonorm_tf.gan import architectures, deep_blocks, evaluation, losses
+from evonorm_tf.gan import (architectures, deep_blocks, evaluation, losses, standing_statistics,
+                            truncation)
 from evonorm_tf.gan.conditional_norm import ConditionalNormAct
 from evonorm_tf.gan.discriminator import Discriminator
 from evonorm_tf.gan.generator import Generator
@@ -24,4 +25,6 @@ __all__ = [
     "deep_blocks",
     "evaluation",
     "losses",
+    "standing_statistics",
+    "truncation",
 ]

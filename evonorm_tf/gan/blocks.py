@@ -16,9 +16,9 @@ __all__ = ["DiscriminatorBlock", "GeneratorBlock", "SelfAttention", "conv", "den
 INITIALIZER = "orthogonal"
 
 
-def conv(filters, kernel_size, use_sn=True, name=None):
+def conv(filters, kernel_size, use_sn=True, use_bias=True, name=None):
     """A 'same'-padded Conv2D, orthogonal init, spectrally normalised when `use_sn`."""
-    layer = tf_keras.layers.Conv2D(filters, kernel_size, padding="same",
+    layer = tf_keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=use_bias,
                                    kernel_initializer=INITIALIZER, name=name)
     return spectral_norm(layer, use_sn)
 
@@ -69,20 +69,36 @@ class GeneratorBlock(tf_keras.layers.Layer):
 
 
 class DiscriminatorBlock(tf_keras.layers.Layer):
-    """`[relu →] conv3 → relu → conv3 [→ avgpool]` plus a 1x1 shortcut.
+    """`[relu →] conv3 → relu → conv3 [→ avgpool]` plus a shortcut.
 
     The first block of the discriminator takes images and has no leading
     activation (`preactivation=False`); its shortcut downsamples before the 1x1
-    convolution, the others after (BigGAN-PyTorch's `DBlock`).
+    convolution, the others after (BigGAN-PyTorch's `DBlock`). The shortcut is
+    a 1x1 convolution when the block changes the width or downsamples, else
+    the identity (BigGAN-PyTorch's `learnable_sc`; compare_gan builds no
+    shortcut convolution either when the width is unchanged).
+
+    Args:
+      filters: output channels.
+      downsample: 2x2 average pooling at the end of both paths.
+      preactivation: ReLU before the first convolution.
+      use_sn: spectral normalisation of the convolutions.
     """
 
     def __init__(self, filters, downsample=True, preactivation=True, use_sn=True, **kwargs):
         super().__init__(**kwargs)
+        self.filters = filters
         self.downsample = downsample
         self.preactivation = preactivation
+        self.use_sn = use_sn
         self.conv1 = conv(filters, 3, use_sn)
         self.conv2 = conv(filters, 3, use_sn)
-        self.shortcut = conv(filters, 1, use_sn)
+        self.shortcut = None
+
+    def build(self, input_shape):
+        if self.downsample or int(input_shape[-1]) != self.filters:
+            self.shortcut = conv(self.filters, 1, self.use_sn)
+        super().build(input_shape)
 
     def call(self, inputs, training=None):
         h = tf.nn.relu(inputs) if self.preactivation else inputs
@@ -91,6 +107,8 @@ class DiscriminatorBlock(tf_keras.layers.Layer):
         if self.downsample:
             h = _downsample(h)
         shortcut = inputs
+        if self.shortcut is None:
+            return h + shortcut
         if self.preactivation:
             shortcut = self.shortcut(shortcut, training=training)
             if self.downsample:
@@ -107,7 +125,9 @@ class SelfAttention(tf_keras.layers.Layer):
 
     `x + σ · conv1(softmax(θ(x)·φ(x)ᵀ) · g(x))` with θ, φ 1x1 convs to C/8
     channels, g to C/2, φ and g max-pooled 2x2, and a learned scalar σ
-    initialised to zero (so the block starts as the identity).
+    initialised to zero (so the block starts as the identity). The four 1x1
+    convolutions have no bias (compare_gan's `non_local_block`,
+    BigGAN-PyTorch's `Attention`).
     """
 
     def __init__(self, use_sn=True, **kwargs):
@@ -118,10 +138,10 @@ class SelfAttention(tf_keras.layers.Layer):
         channels = int(input_shape[-1])
         if channels % 8:
             raise ValueError(f"SelfAttention needs channels divisible by 8, received {channels}")
-        self.theta = conv(channels // 8, 1, self.use_sn)
-        self.phi = conv(channels // 8, 1, self.use_sn)
-        self.g = conv(channels // 2, 1, self.use_sn)
-        self.output_conv = conv(channels, 1, self.use_sn)
+        self.theta = conv(channels // 8, 1, self.use_sn, use_bias=False)
+        self.phi = conv(channels // 8, 1, self.use_sn, use_bias=False)
+        self.g = conv(channels // 2, 1, self.use_sn, use_bias=False)
+        self.output_conv = conv(channels, 1, self.use_sn, use_bias=False)
         self.sigma = self.add_weight("sigma", shape=(), initializer="zeros")
         super().build(input_shape)
 

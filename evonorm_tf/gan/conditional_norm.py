@@ -6,10 +6,13 @@ predicted from a condition vector c = [z chunk, shared class embedding]
 the same for any `get_norm_act` name: it is that layer's own formula with γ
 and β replaced by
 
-    γ(c) = 1 + c·W_γ + b_γ        β(c) = c·W_β + b_β
+    γ(c) = 1 + c·W_γ        β(c) = c·W_β
 
-(linear maps, optionally spectrally normalised; the `1 +` follows
-BigGAN-PyTorch's `ccbn`, compare_gan predicts γ without it). Per family:
+(linear maps without bias as in compare_gan and BigGAN-PyTorch, optionally
+spectrally normalised; `projection_bias=True` adds learned offsets; the `1 +`
+follows BigGAN-PyTorch's `ccbn`, compare_gan predicts γ without it). W_γ and
+W_β are drawn by two fresh instances of the configured initializer, so they
+start different. Per family:
 
 | family | output |
 |---|---|
@@ -23,7 +26,7 @@ sigmoid) and γ, β act after it, so "normalise with unit affine, then apply the
 conditional affine" is exactly the formula with per-sample γ, β. How the
 EvoNorm paper conditioned its BigGAN is not published; this reading matches a
 public TF fork that applies EvoNorm-S0 then the class-conditional γ, β
-(*unconfirmed*, see REFERENCE.md §5). The inner layer keeps its own other
+(*unconfirmed*, see docs/biggan.md). The inner layer keeps its own other
 weights (v, moving statistics); its γ, β are constants 1 and 0
 (non-trainable weights). Only `channels_last` inputs are supported.
 """
@@ -32,6 +35,7 @@ import tensorflow as tf
 import tf_keras
 
 from evonorm_tf import tf_keras as evonorm
+from evonorm_tf.gan.initializers import fresh_initializer
 from evonorm_tf.gan.spectral_norm import spectral_norm
 
 __all__ = ["ConditionalNormAct", "POST_ACTIVATION_FAMILIES"]
@@ -78,7 +82,11 @@ class ConditionalNormAct(tf_keras.layers.Layer):
         formula per family). Default `"bn_relu"` (BigGAN's choice).
       spectral_norm: spectrally normalise the γ and β projections. Default True.
       projection_initializer: kernel initializer of the projections. Default
-        `"orthogonal"` (BigGAN); biases start at zero.
+        `"orthogonal"` (BigGAN). Each projection gets its own instance
+        (`initializers.fresh_initializer`): an unseeded instance draws
+        independently; a seeded one gives W_γ its seed and W_β seed + 1.
+      projection_bias: learned biases on the projections (start at zero).
+        Default False (compare_gan, BigGAN-PyTorch).
       **norm_act_kwargs: passed to the inner norm-act layer (`epsilon`,
         `groups`, `momentum`, ...); `gamma_*`/`beta_*` and `data_format` are
         not accepted.
@@ -90,7 +98,7 @@ class ConditionalNormAct(tf_keras.layers.Layer):
     """
 
     def __init__(self, norm_act="bn_relu", spectral_norm=True,
-                 projection_initializer="orthogonal", **norm_act_kwargs):
+                 projection_initializer="orthogonal", projection_bias=False, **norm_act_kwargs):
         layer_kwargs = {key: norm_act_kwargs.pop(key)
                         for key in ("name", "dtype", "trainable") if key in norm_act_kwargs}
         super().__init__(**layer_kwargs)
@@ -106,6 +114,7 @@ class ConditionalNormAct(tf_keras.layers.Layer):
             raise ValueError(f"ConditionalNormAct sets these arguments itself, received {forbidden}")
         self.norm_act = key
         self.spectral_norm = bool(spectral_norm)
+        self.projection_bias = bool(projection_bias)
         self.projection_initializer = tf_keras.initializers.get(projection_initializer)
         self.norm_act_kwargs = dict(norm_act_kwargs)
         self.inner = _unit_affine_layer(key, self.norm_act_kwargs)
@@ -117,13 +126,14 @@ class ConditionalNormAct(tf_keras.layers.Layer):
                              f"received shape {input_shape}")
         channels = int(input_shape[-1])
 
-        def projection(name):
+        def projection(name, index):
             dense = tf_keras.layers.Dense(
-                channels, kernel_initializer=self.projection_initializer, name=name)
+                channels, use_bias=self.projection_bias, name=name,
+                kernel_initializer=fresh_initializer(self.projection_initializer, index))
             return spectral_norm(dense, self.spectral_norm)
 
-        self.gain_projection = projection("gain")
-        self.bias_projection = projection("bias")
+        self.gain_projection = projection("gain", 0)
+        self.bias_projection = projection("bias", 1)
         if POST_ACTIVATION_FAMILIES.get(self.norm_act) == "tlu":
             self.tau = self.add_weight("tau", shape=(channels,), initializer="zeros",
                                        dtype=tf.float32, experimental_autocast=False)
@@ -152,6 +162,7 @@ class ConditionalNormAct(tf_keras.layers.Layer):
             **super().get_config(),
             "norm_act": self.norm_act,
             "spectral_norm": self.spectral_norm,
+            "projection_bias": self.projection_bias,
             "projection_initializer": tf_keras.initializers.serialize(self.projection_initializer),
             **self.norm_act_kwargs,
         }

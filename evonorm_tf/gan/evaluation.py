@@ -4,11 +4,15 @@
     fid = frechet_distance(*gaussian_statistics(real), *gaussian_statistics(fake))
     mean, std = inception_score(logits, splits=10)
 
-A feature network is any callable `images → (features, logits)`. Two are
+A feature network is any callable `images → (features, logits)` with a
+`name` attribute that names its metrics (`metric_names`: `fid_<name>`,
+`inception_score_<name>`). Four are
 provided: `inception_v3_network(weights_path)` (tf_keras's InceptionV3 with
 user-supplied weights; its 2048-d average pool is FID's "pool_3" and its
 logits give IS — no Inception weights ship with any installable package, see
-docs/biggan.md), `keras_model_network(model_or_path, feature_layer)` (any
+docs/biggan.md; named `inception_v3_keras`),
+`fid_inception.fid_inception_network(weights_path)` (the 2015 FID graph's
+layout, `inception_2015`), `keras_model_network(model_or_path, feature_layer)` (any
 tf_keras model) and `digits_feature_network()`, a small convnet trained
 here on scikit-learn's digits (a monitoring metric for the digits demo,
 not comparable with published FIDs).
@@ -29,6 +33,7 @@ import tf_keras
 
 __all__ = [
     "digits_feature_network",
+    "metric_names",
     "extract",
     "frechet_distance",
     "gaussian_statistics",
@@ -36,6 +41,21 @@ __all__ = [
     "inception_v3_network",
     "keras_model_network",
 ]
+
+
+def metric_names(network):
+    """`{"fid": "fid_<net>", "inception_score": ..., "inception_score_std": ...}` for a network.
+
+    Scores are named by the network that computed them (its `name`
+    attribute): an FID from the digits classifier (`fid_digits_classifier`)
+    is not comparable with one from the 2015 Inception graph
+    (`fid_inception_2015`) or from Keras's InceptionV3 (`fid_inception_v3_keras`).
+    """
+    name = getattr(network, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"feature network has no name attribute, received {network!r}")
+    return {"fid": f"fid_{name}", "inception_score": f"inception_score_{name}",
+            "inception_score_std": f"inception_score_std_{name}"}
 
 
 def gaussian_statistics(features):
@@ -46,8 +66,16 @@ def gaussian_statistics(features):
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def frechet_distance(mean1, covariance1, mean2, covariance2):
-    """Fréchet distance between two Gaussians, `‖μ₁−μ₂‖² + tr(Σ₁+Σ₂−2(Σ₁Σ₂)^½)`."""
+def frechet_distance(mean1, covariance1, mean2, covariance2, imaginary_tolerance=1e-3):
+    """Fréchet distance between two Gaussians, `‖μ₁−μ₂‖² + tr(Σ₁+Σ₂−2(Σ₁Σ₂)^½)`.
+
+    The matrix square root is SciPy's `sqrtm`; when it is complex, its
+    imaginary part must be round-off, as in the reference implementations
+    (TTUR's `fid.py`, pytorch-fid): a diagonal imaginary component larger
+    than `imaginary_tolerance` raises ValueError naming it, else the real part
+    is kept. A singular product (non-finite root) is retried with 1e-6 added to
+    both covariances' diagonals, as those implementations do.
+    """
     mean1, mean2 = np.atleast_1d(mean1).astype(np.float64), np.atleast_1d(mean2).astype(np.float64)
     covariance1 = np.atleast_2d(covariance1).astype(np.float64)
     covariance2 = np.atleast_2d(covariance2).astype(np.float64)
@@ -59,7 +87,14 @@ def frechet_distance(mean1, covariance1, mean2, covariance2):
         # Singular product: regularise both covariances slightly (as the TTUR code does).
         offset = np.eye(covariance1.shape[0]) * 1e-6
         product_root = scipy.linalg.sqrtm((covariance1 + offset) @ (covariance2 + offset))
-    product_root = np.real(product_root)  # discard round-off imaginary parts
+    if np.iscomplexobj(product_root):
+        imaginary = np.abs(np.diagonal(product_root).imag).max()
+        if imaginary > imaginary_tolerance:
+            raise ValueError(
+                f"sqrtm(Σ₁Σ₂) has an imaginary component of {imaginary:.3g} on its diagonal "
+                f"(tolerance {imaginary_tolerance}): the covariances are not valid (too few "
+                f"samples for the feature dimension, or non-finite features)")
+        product_root = product_root.real
     difference = mean1 - mean2
     return float(difference @ difference + np.trace(covariance1) + np.trace(covariance2)
                  - 2.0 * np.trace(product_root))
@@ -116,10 +151,11 @@ def inception_v3_network(weights_path, classes=1008, input_size=299):
         return both(images, training=False)  # InceptionV3 expects [-1, 1] inputs
 
     network.model = both
+    network.name = "inception_v3_keras"
     return network
 
 
-def keras_model_network(model_or_path, feature_layer):
+def keras_model_network(model_or_path, feature_layer, name="keras_model"):
     """Any tf_keras model as an `images in [-1, 1] → (features, logits)` callable.
 
     Args:
@@ -130,6 +166,8 @@ def keras_model_network(model_or_path, feature_layer):
 
     Images are resized bilinearly to the model's input size and converted
     between grey and RGB to its input channels; they are passed in [-1, 1].
+    `name` names the metrics it computes (`metric_names`). Default
+    `"keras_model"`.
     """
     model = model_or_path
     if not isinstance(model, tf_keras.Model):
@@ -154,6 +192,7 @@ def keras_model_network(model_or_path, feature_layer):
         return tf.reshape(features, [tf.shape(features)[0], -1]), logits
 
     network.model = both
+    network.name = name
     return network
 
 
@@ -187,5 +226,6 @@ def digits_feature_network(image_size=32, epochs=8, seed=0):
         return model((grey + 1.0) / 2.0, training=False)  # [-1, 1] → the [0, 1] of training
 
     network.model = model
+    network.name = "digits_classifier"
     network.test_accuracy = float(accuracy)
     return network

@@ -21,13 +21,16 @@ each replica drawing its own rows of the global latents, so N replicas take
 the step one device takes on the concatenated batch (BN generators: use
 `norm_activation.synchronized: true` for global batch statistics).
 
-Evaluation: one EMA-generator sample per validation image with that image's
-label (latents fixed by `evaluation.seed`), features and logits from the
-feature network on the host, then FID against the validation images (their
-statistics are computed once) and IS; a class-per-row sample grid goes to
-`<model_dir>/samples/samples_<step>.png` and, as an image summary `samples`,
-to `<model_dir>/<validation_summary_subdir>`; Orbit writes the returned
-`fid`, `inception_score`, `inception_score_std` as scalars there.
+Evaluation: first the EMA generator's batch statistics are recomputed from
+`evaluation.standing_samples` of its own samples (`standing_statistics`);
+then one EMA-generator sample per validation image with that image's label
+(latents fixed by `evaluation.seed`, truncated at `evaluation.truncation` if
+> 0), features and logits from the feature network on the host, then FID
+against the validation images (their statistics are computed once) and IS; a
+class-per-row sample grid goes to `<model_dir>/samples/samples_<step>.png`
+and, as an image summary `samples`, to `<model_dir>/<validation_summary_subdir>`;
+Orbit writes the returned `fid_<network>`, `inception_score_<network>`,
+`inception_score_std_<network>` (`evaluation.metric_names`) as scalars there.
 """
 
 import os
@@ -41,9 +44,10 @@ from official.core import base_task, task_factory
 from evonorm_tf import factory
 from evonorm_tf import tf_keras as evonorm_tf_keras
 from evonorm_tf.configs import biggan as biggan_config
-from evonorm_tf.gan import evaluation
+from evonorm_tf.gan import evaluation, fid_inception
 from evonorm_tf.gan.discriminator import Discriminator
 from evonorm_tf.gan.generator import Generator
+from evonorm_tf.gan.standing_statistics import accumulate_standing_statistics
 from evonorm_tf.gan.training import GANTrainer
 
 __all__ = ["BigGANTask", "GANOrbitTrainer", "sample_grid"]
@@ -93,7 +97,7 @@ class BigGANTask(base_task.Task):
         accepted = factory.accepted_arguments(evonorm_tf_keras.TF_KERAS_TABLE, norm.type)
         options = {"momentum": norm.momentum, "epsilon": norm.epsilon, "groups": norm.groups,
                    "synchronized": norm.synchronized}
-        return {key: value for key, value in options.items() if key in accepted}
+        return {key: value for key, value in options.items() if key in accepted and value is not None}
 
     def build_generator(self):
         model, config = self.task_config.model, self.task_config.model.generator
@@ -125,6 +129,7 @@ class BigGANTask(base_task.Task):
             adam_epsilon=optimization.epsilon,
             discriminator_steps=optimization.discriminator_steps,
             ema_decay=optimization.ema_decay, ema_start_step=optimization.ema_start_step,
+            orthogonal_regularization=optimization.orthogonal_regularization,
             seed=self.task_config.seed)
         gan.build((model.resolution, model.resolution, model.image_channels))
         return gan
@@ -169,6 +174,8 @@ class BigGANTask(base_task.Task):
         if network.type == "digits":
             return evaluation.digits_feature_network(image_size=self.task_config.model.resolution,
                                                      seed=self.task_config.seed)
+        if network.type == "inception_2015":
+            return fid_inception.fid_inception_network(network.weights_path)
         if network.type == "inception_v3":
             return evaluation.inception_v3_network(network.weights_path, classes=network.classes)
         return evaluation.keras_model_network(network.model_path, network.feature_layer)
@@ -256,20 +263,32 @@ class GANOrbitTrainer(orbit.StandardTrainer, orbit.StandardEvaluator):
     def eval_begin(self):
         if self._feature_network is None:
             self._feature_network = self._task.build_feature_network()
+        config = self._config.evaluation
+        if config.standing_samples:
+            accumulate_standing_statistics(
+                self.gan.ema_generator, config.standing_samples,
+                config.standing_batch_size or self._config.train_data.global_batch_size,
+                self._config.model.num_classes, seed=config.seed,
+                truncation=config.truncation or None, strategy=self._strategy)
         self._eval_batches.assign(0)
         return {"real": [], "fake": [], "logits": []}
 
     def eval_step(self, iterator):
         images, labels = next(iterator)
         seed = self._config.evaluation.seed
+        truncation = self._config.evaluation.truncation
 
         def generate(labels):
             context = tf.distribute.get_replica_context()
             replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
-            z = tf.random.stateless_normal(
-                (tf.shape(labels)[0], self.gan.ema_generator.z_dim),
-                tf.stack([tf.constant(seed, tf.int64) * 1000 + replica,
-                          tf.convert_to_tensor(self._eval_batches)]))
+            shape = (tf.shape(labels)[0], self.gan.ema_generator.z_dim)
+            key = tf.stack([tf.constant(seed, tf.int64) * 1000 + replica,
+                            tf.convert_to_tensor(self._eval_batches)])
+            if truncation:
+                z = tf.random.stateless_parameterized_truncated_normal(
+                    shape, key, 0.0, 1.0, -truncation, truncation)
+            else:
+                z = tf.random.stateless_normal(shape, key)
             return self.gan.ema_generator((z, labels), training=False)
 
         fakes = self._strategy.run(generate, args=(labels,))
@@ -296,8 +315,9 @@ class GANOrbitTrainer(orbit.StandardTrainer, orbit.StandardEvaluator):
         splits = min(self._config.evaluation.inception_score_splits, len(logits))
         score, score_std = evaluation.inception_score(logits, splits=splits)
         self._write_samples()
-        return {"fid": evaluation.frechet_distance(*self._real_statistics, *fake),
-                "inception_score": score, "inception_score_std": score_std}
+        names = evaluation.metric_names(self._feature_network)
+        return {names["fid"]: evaluation.frechet_distance(*self._real_statistics, *fake),
+                names["inception_score"]: score, names["inception_score_std"]: score_std}
 
     def _write_samples(self):
         model_dir = self._task.logging_dir

@@ -6,9 +6,18 @@
 Writes to `model_dir`: checkpoints (training resumes from the newest), TensorBoard
 summaries (losses, FID, IS) and `samples_<step>.png` grids (one row per class,
 EMA generator). FID and IS use `evaluation.digits_feature_network`, trained at
-start-up on the digits' training split; FID compares EMA-generator samples with
-the held-out test digits. These are monitoring numbers, not comparable with
-published FIDs.
+start-up on the digits' training split, and are named after it
+(`fid_digits_classifier`, `inception_score_digits_classifier`); FID compares
+EMA-generator samples with the held-out test digits. These are monitoring
+numbers, not comparable with published FIDs.
+
+Before each evaluation the EMA generator's batch statistics (BN, EvoNorm-B*)
+are recomputed from `--standing_samples` of its own samples
+(`standing_statistics`; 0 keeps the averaged moving statistics).
+`--truncation_curve 1.0,0.5` adds, at the last evaluation, FID/IS with
+latents truncated at each threshold (`truncation`);
+`--orthogonal_regularization 1e-4` adds BigGAN's orthogonal regularisation
+of G's kernels.
 """
 
 import argparse
@@ -19,11 +28,15 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from evonorm_tf import command_line
 from evonorm_tf.data import digits
+from evonorm_tf.factory import NORM_ACT_NAMES
 from evonorm_tf.gan import evaluation
 from evonorm_tf.gan.discriminator import Discriminator
 from evonorm_tf.gan.generator import Generator
+from evonorm_tf.gan.standing_statistics import accumulate_standing_statistics
 from evonorm_tf.gan.training import GANTrainer
+from evonorm_tf.gan.truncation import check_truncation, sample_latents, truncation_curve
 
 IMAGE_SIZE = 32
 
@@ -43,6 +56,9 @@ class DigitsGANConfig:
     eval_samples: int = 360
     ema_decay: float = 0.99  # BigGAN: 0.9999 over 100k+ steps; a demo runs hundreds
     ema_start_step: int = 50
+    standing_samples: int = 2048  # 0: evaluate with the EMA of the moving statistics
+    truncation_curve: str = ""  # comma-separated thresholds, evaluated at the last step
+    orthogonal_regularization: float = 0.0  # BigGAN: 1e-4
     jit_compile: bool = False
     seed: int = 0
 
@@ -60,13 +76,18 @@ def build_trainer(config):
         make_generator(), Discriminator(resolution=IMAGE_SIZE, ch=config.ch,
                                         num_classes=digits.NUM_CLASSES),
         make_generator(), discriminator_steps=config.discriminator_steps,
-        ema_decay=config.ema_decay, ema_start_step=config.ema_start_step, seed=config.seed)
+        ema_decay=config.ema_decay, ema_start_step=config.ema_start_step,
+        orthogonal_regularization=config.orthogonal_regularization, seed=config.seed)
     trainer.build((IMAGE_SIZE, IMAGE_SIZE, 1))
     return trainer
 
 
-def sample(generator, labels, seed):
-    z = tf.random.stateless_normal((len(labels), generator.z_dim), [seed, 0])
+def sample(generator, labels, seed, truncation=None):
+    if truncation is None:
+        z = tf.random.stateless_normal((len(labels), generator.z_dim), [seed, 0])
+    else:
+        z = sample_latents(np.random.default_rng([seed, 0]), len(labels), generator.z_dim,
+                           truncation)
     return generator((z, tf.constant(labels, tf.int32)), training=False).numpy()
 
 
@@ -80,17 +101,43 @@ def sample_grid(generator, per_class=8, seed=0):
     return np.clip((grid + 1.0) * 127.5, 0, 255).astype(np.uint8)
 
 
-def evaluate(generator, feature_network, real_statistics, count, seed):
+def evaluate(generator, feature_network, real_statistics, count, seed, truncation=None,
+             standing_samples=0, batch_size=32):
+    """FID and IS of `count` samples (labels 0..9 in turn), named after the feature network.
+
+    With `standing_samples` > 0 the generator's batch statistics are first
+    recomputed from that many of its own samples (same truncation).
+    """
+    if standing_samples:
+        accumulate_standing_statistics(generator, standing_samples, batch_size,
+                                       digits.NUM_CLASSES, seed=seed, truncation=truncation)
     labels = np.arange(count) % digits.NUM_CLASSES
-    features, logits = evaluation.extract(feature_network, sample(generator, labels, seed),
-                                          batch_size=128)
+    images = sample(generator, labels, seed, truncation)
+    features, logits = evaluation.extract(feature_network, images, batch_size=128)
     fid = evaluation.frechet_distance(*real_statistics, *evaluation.gaussian_statistics(features))
     inception_score, _ = evaluation.inception_score(logits, splits=1)
-    return {"fid": fid, "inception_score": inception_score}
+    names = evaluation.metric_names(feature_network)
+    return {names["fid"]: fid, names["inception_score"]: inception_score}
+
+
+def _format(result):
+    return " ".join(f"{name} {value:.2f}" for name, value in result.items())
+
+
+def parse_thresholds(text):
+    """`"1.0,0.5"` → `[1.0, 0.5]`; ValueError naming the text otherwise."""
+    if not text.strip():
+        return []
+    try:
+        return [check_truncation(float(part)) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"truncation_curve must be comma-separated positive numbers, "
+                         f"received {text!r}") from None
 
 
 def run(config, log=print):
     """Trains (resuming from `model_dir`) and returns the last evaluation dict."""
+    thresholds = parse_thresholds(config.truncation_curve)
     tf.keras.utils.set_random_seed(config.seed)
     split = digits.load_digits_split(image_size=IMAGE_SIZE)
     feature_network = evaluation.digits_feature_network(image_size=IMAGE_SIZE, seed=config.seed)
@@ -117,25 +164,42 @@ def run(config, log=print):
             for name, value in metrics.items():
                 tf.summary.scalar(f"train/{name}", value)
         if step % config.eval_every == 0 or step == config.steps:
-            result = {"step": step, **evaluate(trainer.ema_generator, feature_network,
-                                               real_statistics, config.eval_samples, config.seed)}
+            scores = evaluate(trainer.ema_generator, feature_network, real_statistics,
+                              config.eval_samples, config.seed,
+                              standing_samples=config.standing_samples,
+                              batch_size=config.batch_size)
+            result = {"step": step, **scores}
             grid = sample_grid(trainer.ema_generator, seed=config.seed)
             tf.io.write_file(os.path.join(config.model_dir, f"samples_{step:06d}.png"),
                              tf.io.encode_png(grid))
             with writer.as_default(step=step):
-                tf.summary.scalar("eval/fid", result["fid"])
-                tf.summary.scalar("eval/inception_score", result["inception_score"])
+                for name, value in scores.items():
+                    tf.summary.scalar(f"eval/{name}", value)
                 tf.summary.image("eval/samples", grid[None].astype(np.float32) / 255.0)
             manager.save(checkpoint_number=step)
             log(f"step {step}: d_loss {float(metrics['discriminator_loss']):.3f} "
-                f"g_loss {float(metrics['generator_loss']):.3f} "
-                f"FID {result['fid']:.2f} IS {result['inception_score']:.2f}")
+                f"g_loss {float(metrics['generator_loss']):.3f} {_format(scores)}")
+            if step == config.steps and thresholds:
+                result["truncation_curve"] = truncation_curve(
+                    lambda t: evaluate(trainer.ema_generator, feature_network, real_statistics,
+                                       config.eval_samples, config.seed, truncation=t,
+                                       standing_samples=config.standing_samples,
+                                       batch_size=config.batch_size), thresholds)
+                for point in result["truncation_curve"]:
+                    scores = {k: v for k, v in point.items() if k != "truncation"}
+                    log(f"step {step} truncation {point['truncation']}: {_format(scores)}")
     writer.flush()
     return result
 
 
+PROG = "python -m evonorm_tf.gan.train_digits"
+# Fields that count something: >= 1 (the rest: ema_start_step, seed >= 0).
+_POSITIVE_FIELDS = ("groups", "ch", "z_dim", "shared_dim", "batch_size", "discriminator_steps", "steps",
+                    "eval_every", "eval_samples")
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_line.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     for field in dataclasses.fields(DigitsGANConfig):
         if field.type is bool or field.type == "bool":
             parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction,
@@ -145,7 +209,19 @@ def parse_args(argv):
         else:
             kind = {"int": int, "float": float, "str": str}.get(field.type, field.type)
             parser.add_argument(f"--{field.name}", type=kind, default=field.default)
-    return DigitsGANConfig(**vars(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    for name in _POSITIVE_FIELDS:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, received {getattr(args, name)}")
+    if args.ema_start_step < 0:
+        parser.error(f"--ema_start_step must be >= 0, received {args.ema_start_step}")
+    if not 0.0 <= args.ema_decay < 1.0:
+        parser.error(f"--ema_decay must be in [0, 1), received {args.ema_decay}")
+    if args.norm_act.strip().lower() not in NORM_ACT_NAMES:
+        parser.error(f"--norm_act={args.norm_act!r} is not a norm-act; valid: {', '.join(NORM_ACT_NAMES)}")
+    if os.path.exists(args.model_dir) and not os.path.isdir(args.model_dir):
+        parser.error(f"--model_dir={args.model_dir!r} is a file, not a folder")
+    return DigitsGANConfig(**vars(args))
 
 
 def main(argv=None):
@@ -153,4 +229,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    command_line.run(main, prog=PROG)

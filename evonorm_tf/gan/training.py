@@ -51,17 +51,26 @@ class GANTrainer(tf.Module):
       discriminator_steps: D updates per G update. Default 2.
       ema_decay: EMA decay. Default 0.9999.
       ema_start_step: before this step the EMA is a plain copy. Default 0.
+      orthogonal_regularization: strength β of BigGAN's orthogonal
+        regularisation of G's kernels (`losses.orthogonal_regularization`;
+        the paper's β is 1e-4), added to G's loss. Default 0 (off).
       seed: base seed of the latents and labels. Default 0.
     """
 
     def __init__(self, generator, discriminator, ema_generator, generator_lr=1e-4,
                  discriminator_lr=4e-4, beta_1=0.0, beta_2=0.999, adam_epsilon=1e-6,
-                 discriminator_steps=2, ema_decay=0.9999, ema_start_step=0, seed=0):
+                 discriminator_steps=2, ema_decay=0.9999, ema_start_step=0,
+                 orthogonal_regularization=0.0, seed=0):
         super().__init__()
         if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be a positive int, received {discriminator_steps!r}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), received {ema_decay!r}")
+        if isinstance(orthogonal_regularization, bool) or not isinstance(
+                orthogonal_regularization, (int, float)) or orthogonal_regularization < 0:
+            raise ValueError(f"orthogonal_regularization must be a number >= 0, "
+                             f"received {orthogonal_regularization!r}")
+        self.orthogonal_regularization = float(orthogonal_regularization)
         self.generator = generator
         self.discriminator = discriminator
         self.ema_generator = ema_generator
@@ -154,6 +163,10 @@ class GANTrainer(tf.Module):
             g_loss = losses.generator_hinge_loss(
                 self.discriminator((fake, fake_labels), training=True))
             scaled_loss = g_loss * scale
+            if self.orthogonal_regularization:
+                # One copy of the penalty over all replicas: the gradients are summed.
+                scaled_loss += scale * losses.orthogonal_regularization(
+                    losses.regularized_kernels(self.generator), self.orthogonal_regularization)
         variables = self.generator.trainable_variables
         self.generator_optimizer.apply_gradients(
             zip(tape.gradient(scaled_loss, variables), variables))

@@ -30,7 +30,8 @@ def as_input_spec(input_specs):
     return input_specs
 
 
-def classifier_head(backbone, num_classes, kernel_regularizer=None, dropout_rate=0.0):
+def classifier_head(backbone, num_classes, kernel_regularizer=None, dropout_rate=0.0,
+                    kernel_initializer="glorot_uniform"):
     """Global average pooling of the backbone's last level, dropout, then logits."""
     inputs = tf_keras.Input(shape=backbone.input_shape[1:])
     endpoints = backbone(inputs)
@@ -40,13 +41,14 @@ def classifier_head(backbone, num_classes, kernel_regularizer=None, dropout_rate
     if dropout_rate:
         x = tf_keras.layers.Dropout(dropout_rate)(x)
     logits = tf_keras.layers.Dense(
-        num_classes, kernel_regularizer=kernel_regularizer, dtype="float32", name="logits"
+        num_classes, kernel_regularizer=kernel_regularizer, kernel_initializer=kernel_initializer,
+        dtype="float32", name="logits",
     )(x)
     return tf_keras.Model(inputs=inputs, outputs=logits, name=f"{backbone.name}_classifier")
 
 
 def backbone_or_classifier(backbone_class, model_id, input_shape=None, input_specs=None, num_classes=None,
-                           dropout_rate=0.0, **kwargs):
+                           dropout_rate=0.0, head_initializer="glorot_uniform", **kwargs):
     """`backbone_class(model_id, input_specs=..., **kwargs)`, or a classifier on it when `num_classes` is given.
 
     `input_shape` (one example's shape) or `input_specs` gives the input;
@@ -55,4 +57,4 @@ def backbone_or_classifier(backbone_class, model_id, input_shape=None, input_spe
     backbone = backbone_class(model_id, input_specs=input_specs_from(input_specs, input_shape), **kwargs)
     if num_classes is None:
         return backbone
-    return classifier_head(backbone, num_classes, kwargs.get("kernel_regularizer"), dropout_rate)
+    return classifier_head(backbone, num_classes, kwargs.get("kernel_regularizer"), dropout_rate, head_initializer)

@@ -18,8 +18,13 @@ count that divides its channels and is at most the requested `groups`: with
 1), 256 channels get 32. This is the rule of the authors' code (it lowers the
 group count until it divides the channels); it lets EfficientNet's 24-, 40-,
 112- or 144-channel layers use the S-series without an error mid-build.
+With `adjust_groups=False` (the default of Model Garden configs,
+`evonorm_tf.configs.NormActivation`) a group count that does not divide a
+layer's channels is instead a `ValueError` naming the layer, at model
+construction.
 """
 
+import collections.abc
 import functools
 
 from evonorm_tf import arguments, factory
@@ -45,9 +50,11 @@ class NormActFactory:
         `evonorm_b0`, `evonorm_s0`, ...), or `"graph:<canonical>"` for a
         searched layer (`evonorm_tf.search`).
       data_format: `"channels_last"` or `"channels_first"`, passed to every layer.
+      adjust_groups: True: `groups` follows the group rule above; False: a
+        layer whose channels `groups` does not divide raises `ValueError`.
       **options: layer arguments shared by every position (`epsilon`,
         `momentum`, `synchronized`, `groups`, ...). Options the layer class
-        does not accept are ignored; `groups` follows the group rule above.
+        does not accept are ignored.
 
     Raises:
       ValueError: for an unknown name (listing the valid ones) or a bad option
@@ -57,7 +64,7 @@ class NormActFactory:
     # Set per position by the model, never by the options.
     RESERVED_OPTIONS = ("nonlinearity", "gamma_initializer", "data_format", "name")
 
-    def __init__(self, name, data_format="channels_last", **options):
+    def __init__(self, name, data_format="channels_last", adjust_groups=True, **options):
         reserved = sorted(set(options) & set(self.RESERVED_OPTIONS))
         if reserved:
             raise ValueError(
@@ -76,6 +83,9 @@ class NormActFactory:
             self.name = name.strip().lower()
             self.accepted = factory.accepted_arguments(evonorm_tf_keras.TF_KERAS_TABLE, self.name)
         self.data_format = arguments.check_data_format(data_format)
+        if not isinstance(adjust_groups, bool):
+            raise TypeError(f"adjust_groups must be a bool, received adjust_groups={adjust_groups!r}")
+        self.adjust_groups = adjust_groups
         self.options = {key: value for key, value in options.items() if key in self.accepted}
         self.ignored_options = sorted(set(options) - set(self.options))
         # Validate the options once, here, rather than at the first layer.
@@ -101,7 +111,10 @@ class NormActFactory:
             if kwargs.get("group_size") is not None:
                 kwargs["groups"] = None  # an explicit group size wins; it must divide
             else:
-                kwargs["groups"] = divisor_groups(kwargs.get("groups", 32), channels)
+                requested = kwargs.get("groups", 32)
+                kwargs["groups"] = divisor_groups(requested, channels)
+                if kwargs["groups"] != requested and not self.adjust_groups:
+                    raise ValueError(_indivisible_groups_message(self.name, name, requested, channels))
         return self.layer_class(
             nonlinearity=nonlinearity,
             gamma_initializer="zeros" if zero_init else "ones",
@@ -111,18 +124,86 @@ class NormActFactory:
         )
 
     def __repr__(self):
-        return f"NormActFactory({self.name!r}, data_format={self.data_format!r}, **{self.options!r})"
+        return (f"NormActFactory({self.name!r}, data_format={self.data_format!r}, "
+                f"adjust_groups={self.adjust_groups!r}, **{self.options!r})")
 
 
-def norm_act_factory_from_config(norm_act_config, data_format="channels_last"):
-    """A `NormActFactory` from a `evonorm_tf.configs.NormActivation` config."""
+def _indivisible_groups_message(norm_act, layer_name, groups, channels):
+    divisors = [str(value) for value in range(1, channels + 1) if channels % value == 0]
+    if len(divisors) > 12:
+        divisors = divisors[:6] + ["..."] + divisors[-3:]
+    return (
+        f"norm-act layer {layer_name or '(unnamed)'!r} ({norm_act}) has {channels} channels, which "
+        f"groups={groups} does not divide; valid group counts divide {channels} ({', '.join(divisors)}), "
+        "or set adjust_groups: true to use the largest divisor below groups"
+    )
+
+
+# Model Garden's model-level `norm_activation` fields (`task.model.norm_activation`,
+# `official.vision.configs.common.NormActivation`) and the norm-act option each one sets.
+MODEL_LEVEL_FIELDS = (
+    ("momentum", "norm_momentum"),
+    ("epsilon", "norm_epsilon"),
+    ("synchronized", "use_sync_bn"),
+)
+
+
+def _field(source, name):
+    if source is None:
+        return None
+    if isinstance(source, collections.abc.Mapping):
+        return source.get(name)
+    return getattr(source, name, None)
+
+
+def options_from_config(norm_act_config, model_norm_activation=None):
+    """The norm-act options of one model part, by the precedence rule.
+
+    For `momentum`, `epsilon` and `synchronized` the value is, first found:
+
+    1. the part's own field (`norm_act_config.momentum`, ...), when set (not None);
+    2. Model Garden's model-level field (`norm_momentum`, `norm_epsilon`,
+       `use_sync_bn` of `model_norm_activation`, i.e. `task.model.norm_activation`),
+       as Model Garden hands it to its own module of that place;
+    3. left out: the layer's default (0.9, 1e-5, False).
+
+    `groups` has no model-level field: the part's own value, else the layer
+    default (32, lowered by the group rule).
+
+    Args:
+      norm_act_config: an `evonorm_tf.configs.NormActivation` (or any object
+        with `momentum`, `epsilon`, `synchronized` and `groups` attributes).
+      model_norm_activation: Model Garden's model-level `NormActivation`, a
+        mapping with its field names (e.g. a Model Garden head's
+        `get_config()`), or None.
+
+    Returns:
+      A dict of the options that are set; None values are never included.
+    """
+    options = {}
+    for option, model_level_field in MODEL_LEVEL_FIELDS:
+        value = getattr(norm_act_config, option, None)
+        if value is None:
+            value = _field(model_norm_activation, model_level_field)
+        if value is not None:
+            options[option] = value
+    groups = getattr(norm_act_config, "groups", None)
+    if groups is not None:
+        options["groups"] = groups
+    return options
+
+
+def norm_act_factory_from_config(norm_act_config, data_format="channels_last", model_norm_activation=None):
+    """A `NormActFactory` from an `evonorm_tf.configs.NormActivation` config.
+
+    `model_norm_activation` is Model Garden's model-level `norm_activation`
+    (or None); `options_from_config` gives the precedence.
+    """
     return NormActFactory(
         norm_act_config.type,
         data_format=data_format,
-        momentum=norm_act_config.momentum,
-        epsilon=norm_act_config.epsilon,
-        synchronized=norm_act_config.synchronized,
-        groups=norm_act_config.groups,
+        **options_from_config(norm_act_config, model_norm_activation),
+        adjust_groups=norm_act_config.adjust_groups,
     )
 
 

@@ -1,4 +1,4 @@
-"""Outputs of a search: leaderboard, Pareto front, rejection counts, progress plot, re-ranking."""
+"""Outputs of a search: leaderboard, Pareto front, rejection counts, re-ranking (plots: `plots`)."""
 
 import collections
 import concurrent.futures
@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import statistics
 
-from evonorm_tf.search import evolution, proxy, store
+from evonorm_tf.search import evolution, executors, proxy, store
 
 
 def evaluated(records):
@@ -85,6 +85,14 @@ def best_so_far(records, by="cost"):
     return xs, ys
 
 
+def first_child(records):
+    """How many candidates were evaluated when the first mutated child was (1-based), or None."""
+    for count, record in enumerate(evaluated(records), start=1):
+        if not record.get("initial_population", True):
+            return count
+    return None
+
+
 def _write_csv(path, rows):
     if not rows:
         return
@@ -118,42 +126,13 @@ def write_outputs(directory, first=None):
         "compute_steps": sum(record.get("cost", 0) for record in records),
         "seconds": round(sum(record.get("seconds") or 0.0 for record in evaluated(records)), 1),
         "best": rows[0] if rows and rows[0]["mean_accuracy"] is not None else None,
+        "first_child_at_candidate": first_child(records),
+        "children": sum(1 for r in evaluated(records) if not r.get("initial_population", True)),
+        "children_accepted": sum(1 for r in evaluated(records)
+                                 if not r.get("initial_population", True) and not r.get("rejected")),
     }
     store.write_json_atomic(os.path.join(directory, "summary.json"), summary)
     return summary
-
-
-def plot_progress(directories, path, labels=None, first=None, title=None):
-    """Best mean accuracy vs compute (left) and vs candidates evaluated (right), one line per search.
-
-    `first`: plot only the first `first` evaluated candidates of each search.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for index, directory in enumerate(directories):
-        records = first_candidates(store.Store(directory).load(), first)
-        label = labels[index] if labels else os.path.basename(os.path.normpath(directory))
-        for axis, by in zip(axes, ("cost", "count")):
-            xs, ys = best_so_far(records, by)
-            axis.step(xs, ys, where="post", label=label)
-    axes[0].set_xlabel("compute (anchor training steps, incl. rejection tests)")
-    axes[1].set_xlabel("candidates evaluated")
-    for axis in axes:
-        axis.axhline(1.0 / proxy.NUM_CLASSES, color="grey", linestyle=":", label="chance")
-        axis.set_ylabel("best mean accuracy over anchors (0: none accepted)")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    temporary = path + ".partial.png"
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    os.replace(temporary, path)
 
 
 def _rerank_job(name, anchor, seed, data_spec, train_spec, width):
@@ -174,7 +153,7 @@ def rerank(names, config, steps, seeds=(0,), progress=print, workers=0):
     seed`: new texture images, or a new train/held-out split of digits), so
     the layers are not scored on the images that selected them. `workers > 0`
     trains the (name, anchor, seed) runs in a spawn process pool, one
-    TensorFlow thread each (the search's `evolution.Executor`).
+    TensorFlow thread each (as the search's `executors.Executor`).
 
     Returns rows sorted by mean accuracy: `{name, <anchor>: mean over seeds,
     <anchor>_sd, mean_accuracy: mean over seeds of the anchor mean,
@@ -189,7 +168,7 @@ def rerank(names, config, steps, seeds=(0,), progress=print, workers=0):
     if workers > 0:
         pool = concurrent.futures.ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=evolution._init_worker)
+            initializer=executors.init_worker)
         with pool:
             futures = {job: pool.submit(_rerank_job, *job, data_spec, train_spec, config.width)
                        for job in jobs}

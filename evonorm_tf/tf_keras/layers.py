@@ -1,28 +1,17 @@
 """tf_keras front-end: the norm-act layers as `tf_keras.layers.Layer` subclasses.
 
 Model Garden builds tf_keras (Keras 2) models; these layers are tracked,
-trained and checkpointed there. The math is shared with the Keras 3 layers
-(`evonorm_tf.formulas`, `evonorm_tf.norm_act_core`).
+trained and checkpointed there. One class per registered norm-act
+(`evonorm_tf.registry`), built from its spec: the core mixin of
+`evonorm_tf.norm_act_core` on tf_keras's `Layer` (or on tf_keras's fused
+`BatchNormalization` for the BN baselines), the same mixins as the Keras 3
+layers.
 """
 
 import tensorflow as tf
 import tf_keras
 
-from evonorm_tf import norm_act_core as core
-
-__all__ = [
-    "BatchNormReLU",
-    "BatchNormSiLU",
-    "EvoNormB0",
-    "EvoNormB1",
-    "EvoNormB2",
-    "EvoNormS0",
-    "EvoNormS1",
-    "EvoNormS2",
-    "FilterResponseNormTLU",
-    "GroupNormReLU",
-    "GroupNormSiLU",
-]
+from evonorm_tf import norm_acts, registry
 
 _register = tf_keras.utils.register_keras_serializable(package="evonorm_tf")
 
@@ -51,62 +40,23 @@ class _TfKerasWeights:
         )
 
 
-@_register
-class EvoNormB0(_TfKerasWeights, core.EvoNormB0Core, tf_keras.layers.Layer):
-    __doc__ = core.EvoNormB0Core.__doc__
+def make_layer_class(spec):
+    """The tf_keras layer class of a `registry.NormActSpec`."""
+    if spec.keras_base == "BatchNormalization":
+        bases = (spec.core, tf_keras.layers.BatchNormalization)
+    else:
+        bases = (_TfKerasWeights, spec.core, tf_keras.layers.Layer)
+    namespace = {
+        "__doc__": spec.core.__doc__,
+        "__module__": __name__,
+        "__qualname__": spec.class_name,
+        "_keras": tf_keras,
+        "activation": spec.post_activation,
+    }
+    return _register(type(spec.class_name, bases, namespace))
 
 
-@_register
-class EvoNormB1(_TfKerasWeights, core.EvoNormB1Core, tf_keras.layers.Layer):
-    __doc__ = core.EvoNormB1Core.__doc__
+registry.register_front_end("tf_keras", make_layer_class)
 
-
-@_register
-class EvoNormB2(_TfKerasWeights, core.EvoNormB2Core, tf_keras.layers.Layer):
-    __doc__ = core.EvoNormB2Core.__doc__
-
-
-@_register
-class EvoNormS0(_TfKerasWeights, core.EvoNormS0Core, tf_keras.layers.Layer):
-    __doc__ = core.EvoNormS0Core.__doc__
-
-
-@_register
-class EvoNormS1(_TfKerasWeights, core.EvoNormS1Core, tf_keras.layers.Layer):
-    __doc__ = core.EvoNormS1Core.__doc__
-
-
-@_register
-class EvoNormS2(_TfKerasWeights, core.EvoNormS2Core, tf_keras.layers.Layer):
-    __doc__ = core.EvoNormS2Core.__doc__
-
-
-@_register
-class FilterResponseNormTLU(_TfKerasWeights, core.FilterResponseNormTLUCore, tf_keras.layers.Layer):
-    __doc__ = core.FilterResponseNormTLUCore.__doc__
-
-
-@_register
-class GroupNormReLU(_TfKerasWeights, core.GroupNormActCore, tf_keras.layers.Layer):
-    __doc__ = core.GroupNormActCore.__doc__
-    activation = "relu"
-
-
-@_register
-class GroupNormSiLU(_TfKerasWeights, core.GroupNormActCore, tf_keras.layers.Layer):
-    __doc__ = core.GroupNormActCore.__doc__
-    activation = "silu"
-
-
-@_register
-class BatchNormReLU(core.BatchNormActCore, tf_keras.layers.BatchNormalization):
-    __doc__ = core.BatchNormActCore.__doc__
-    _keras = tf_keras
-    activation = "relu"
-
-
-@_register
-class BatchNormSiLU(core.BatchNormActCore, tf_keras.layers.BatchNormalization):
-    __doc__ = core.BatchNormActCore.__doc__
-    _keras = tf_keras
-    activation = "silu"
+__all__ = [spec.class_name for spec in norm_acts.BUILT_IN]
+globals().update({spec.class_name: registry.layer_class(spec.name, "tf_keras") for spec in norm_acts.BUILT_IN})

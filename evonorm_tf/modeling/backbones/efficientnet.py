@@ -332,19 +332,5 @@ def build_efficientnet(model_id="b0", norm_act="bn_silu", input_shape=None, inpu
         norm_act=norm_act, **kwargs)
 
 
-def _build_backbone(config, input_specs, data_format, kernel_regularizer):
-    """`NormActEfficientNet` from `backbone.evonorm_efficientnet` (`evonorm_tf.configs.NormActEfficientNet`)."""
-    return NormActEfficientNet(
-        model_id=config.model_id,
-        input_specs=input_specs,
-        norm_act=norm_act_lib.norm_act_factory_from_config(config.norm_activation, data_format),
-        se_ratio=config.se_ratio,
-        stochastic_depth_drop_rate=config.stochastic_depth_drop_rate,
-        width_scale=config.width_scale,
-        depth_scale=config.depth_scale,
-        kernel_regularizer=kernel_regularizer,
-        data_format=data_format,
-    )
-
-
-build_efficientnet_backbone = registration.register_backbone("evonorm_efficientnet", _build_backbone)
+# Model Garden's builder of `backbone.type: evonorm_efficientnet`; the config fields are the class's arguments.
+build_efficientnet_backbone = registration.register_backbone("evonorm_efficientnet", NormActEfficientNet)

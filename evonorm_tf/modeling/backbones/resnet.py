@@ -310,19 +310,5 @@ def build_resnet(model_id, norm_act="evonorm_b0", input_shape=None, input_specs=
         NormActResNet, model_id, input_shape, input_specs, num_classes, norm_act=norm_act, **kwargs)
 
 
-def _build_backbone(config, input_specs, data_format, kernel_regularizer):
-    """`NormActResNet` from `backbone.evonorm_resnet` (`evonorm_tf.configs.NormActResNet`)."""
-    return NormActResNet(
-        model_id=config.model_id,
-        input_specs=input_specs,
-        norm_act=norm_act_lib.norm_act_factory_from_config(config.norm_activation, data_format),
-        preactivation=config.preactivation,
-        width_multiplier=config.width_multiplier,
-        zero_init_residual=config.zero_init_residual,
-        activation=config.activation,
-        kernel_regularizer=kernel_regularizer,
-        data_format=data_format,
-    )
-
-
-build_resnet_backbone = registration.register_backbone("evonorm_resnet", _build_backbone)
+# Model Garden's builder of `backbone.type: evonorm_resnet`; the config fields are the class's arguments.
+build_resnet_backbone = registration.register_backbone("evonorm_resnet", NormActResNet)

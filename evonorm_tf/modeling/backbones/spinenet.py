@@ -443,20 +443,5 @@ def build_spinenet(model_id="49", norm_act="evonorm_b0", input_shape=None, input
                                              **kwargs)
 
 
-def _build_backbone(config, input_specs, data_format, kernel_regularizer):
-    """`NormActSpineNet` from `backbone.evonorm_spinenet` (`evonorm_tf.configs.NormActSpineNet`)."""
-    return NormActSpineNet(
-        model_id=config.model_id,
-        input_specs=input_specs,
-        min_level=config.min_level,
-        max_level=config.max_level,
-        norm_act=norm_act_lib.norm_act_factory_from_config(config.norm_activation, data_format),
-        stochastic_depth_drop_rate=config.stochastic_depth_drop_rate,
-        zero_init_residual=config.zero_init_residual,
-        activation=config.activation,
-        kernel_regularizer=kernel_regularizer,
-        data_format=data_format,
-    )
-
-
-build_spinenet_backbone = registration.register_backbone("evonorm_spinenet", _build_backbone)
+# Model Garden's builder of `backbone.type: evonorm_spinenet`; the config fields are the class's arguments.
+build_spinenet_backbone = registration.register_backbone("evonorm_spinenet", NormActSpineNet)

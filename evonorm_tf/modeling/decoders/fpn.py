@@ -10,7 +10,14 @@ norm-act factory built with `nonlinearity=False`, the rule of the EvoNorm
 authors' code for BN positions without an activation: plain BN for `bn_relu`,
 group normalization without its activation for `gn_*`, and for the EvoNorms
 only the affine map `x·γ + β`. Layer names and output levels are
-Model Garden's, so the two FPNs give outputs of equal shapes.
+Model Garden's, so the two FPNs give outputs of equal shapes; with `bn_relu`
+and equal BN options (and `use_separable_conv` either way) the two are the
+same network, weight for weight.
+
+Model Garden's model-level `task.model.norm_activation` reaches every norm
+layer as it reaches Model Garden's FPN (`use_sync_bn` → `synchronized`,
+`norm_momentum` → `momentum`, `norm_epsilon` → `epsilon`) unless the
+decoder's own `norm_activation` block sets that field.
 """
 
 import tf_keras
@@ -35,6 +42,11 @@ class NormActFPN(tf_keras.Model):
         by stride-2 convolutions. Default 7.
       num_filters: channels of every output level. Default 256.
       fusion_type: `"sum"` (default) or `"concat"` for the top-down fusion.
+      use_separable_conv: use `SeparableConv2D` (depthwise then pointwise)
+        for every convolution, as Model Garden's `use_separable_conv`. The
+        arguments of the convolutions are passed as Model Garden passes them,
+        so `kernel_initializer` and `kernel_regularizer` reach no separable
+        kernel there either. Default False.
       norm_act: a norm-act name (`bn_relu`, `evonorm_b0`, `evonorm_s0`, ...) or
         a `NormActFactory`. Default `"bn_relu"` (Model Garden's BN).
       norm_act_options: dict of norm-act options (`momentum`, `epsilon`,
@@ -57,6 +69,7 @@ class NormActFPN(tf_keras.Model):
         max_level=7,
         num_filters=256,
         fusion_type="sum",
+        use_separable_conv=False,
         norm_act="bn_relu",
         norm_act_options=None,
         activation="relu",
@@ -77,6 +90,7 @@ class NormActFPN(tf_keras.Model):
             raise ValueError(
                 f"num_filters must be a positive integer, received num_filters={num_filters!r}"
             )
+        use_separable_conv = arguments.check_bool("use_separable_conv", use_separable_conv)
         backbone_levels = sorted(int(level) for level in input_specs)
         if backbone_levels[0] > min_level or min_level > max_level:
             raise ValueError(
@@ -94,6 +108,7 @@ class NormActFPN(tf_keras.Model):
             "max_level": max_level,
             "num_filters": num_filters,
             "fusion_type": fusion_type,
+            "use_separable_conv": use_separable_conv,
             "norm_act": make_norm_act.name,
             "norm_act_options": dict(make_norm_act.options),
             "activation": activation,
@@ -103,8 +118,10 @@ class NormActFPN(tf_keras.Model):
         }
         channel_axis = -1 if data_format == "channels_last" else 1
 
+        conv_class = tf_keras.layers.SeparableConv2D if use_separable_conv else tf_keras.layers.Conv2D
+
         def conv(filters, kernel_size, strides, name):
-            return tf_keras.layers.Conv2D(
+            return conv_class(
                 filters,
                 kernel_size,
                 strides=strides,
@@ -166,7 +183,9 @@ def build_fpn_decoder(input_specs, model_config, l2_regularizer=None):
     """Model Garden builder for `decoder.type: evonorm_fpn`.
 
     Reads `model_config.decoder.evonorm_fpn` (`evonorm_tf.configs.maskrcnn.NormActFPN`)
-    with its own `norm_activation`, and `model_config.min_level` / `max_level`.
+    with its own `norm_activation`, `model_config.min_level` / `max_level`, and
+    Model Garden's model-level `model_config.norm_activation` for the norm
+    options the decoder's block leaves unset.
     """
     if model_config.decoder.type != "evonorm_fpn":
         raise ValueError(f"expected decoder type 'evonorm_fpn', received {model_config.decoder.type!r}")
@@ -178,7 +197,10 @@ def build_fpn_decoder(input_specs, model_config, l2_regularizer=None):
         max_level=model_config.max_level,
         num_filters=config.num_filters,
         fusion_type=config.fusion_type,
-        norm_act=norm_act_lib.norm_act_factory_from_config(config.norm_activation, data_format),
+        use_separable_conv=config.use_separable_conv,
+        norm_act=norm_act_lib.norm_act_factory_from_config(
+            config.norm_activation, data_format, getattr(model_config, "norm_activation", None)
+        ),
         activation=config.activation,
         kernel_regularizer=l2_regularizer,
     )

@@ -54,11 +54,17 @@ class PerRoiNormAct(tf_keras.layers.Layer):
         return input_shape
 
 
-def _norm_act_factory(norm_act, norm_act_options):
-    data_format = tf_keras.backend.image_data_format()
+def _norm_act_factory(norm_act, norm_act_options, head_arguments):
+    """A factory from a name and options; Model Garden's BN arguments fill the options left unset."""
     if isinstance(norm_act, norm_act_lib.NormActFactory):
         return norm_act_lib.as_factory(norm_act, norm_act.data_format, **(norm_act_options or {}))
-    return norm_act_lib.as_factory(norm_act, data_format, **(norm_act_options or {}))
+    options = {
+        option: head_arguments[field]
+        for option, field in norm_act_lib.MODEL_LEVEL_FIELDS
+        if head_arguments.get(field) is not None
+    }
+    options.update(norm_act_options or {})
+    return norm_act_lib.as_factory(norm_act, tf_keras.backend.image_data_format(), **options)
 
 
 def _check_no_activation(kwargs):
@@ -72,8 +78,8 @@ def _check_no_activation(kwargs):
 class _NormActHeadMixin:
     """Shared `__init__`/`get_config` of the three heads; `_swap_norms` is per head."""
 
-    def _init_norm_act(self, norm_act, norm_act_options):
-        self._norm_act = _norm_act_factory(norm_act, norm_act_options)
+    def _init_norm_act(self, norm_act, norm_act_options, head_arguments):
+        self._norm_act = _norm_act_factory(norm_act, norm_act_options, head_arguments)
 
     def build(self, input_shape):
         super().build(input_shape)  # Model Garden's layers, with unbuilt BN layers
@@ -102,12 +108,14 @@ class NormActRPNHead(_NormActHeadMixin, dense_prediction_heads.RPNHead):
         `num_anchors_per_location`, `num_convs`, `num_filters`, ...), except
         `activation` (the norm-act holds the nonlinearity; passing it raises
         ValueError). Model Garden's BN options `use_sync_bn`, `norm_momentum`
-        and `norm_epsilon` are accepted and unused: `norm_act_options` replace them.
+        and `norm_epsilon`, when given with a norm-act name, set `synchronized`,
+        `momentum` and `epsilon` where `norm_act_options` leaves them unset
+        (with a ready `NormActFactory` they are unused).
     """
 
     def __init__(self, norm_act="bn_relu", norm_act_options=None, **kwargs):
         _check_no_activation(kwargs)
-        self._init_norm_act(norm_act, norm_act_options)
+        self._init_norm_act(norm_act, norm_act_options, kwargs)
         super().__init__(activation="linear", **kwargs)
 
     def _swap_norms(self):
@@ -134,7 +142,7 @@ class NormActDetectionHead(_NormActHeadMixin, instance_heads.DetectionHead):
 
     def __init__(self, norm_act="bn_relu", norm_act_options=None, **kwargs):
         _check_no_activation(kwargs)
-        self._init_norm_act(norm_act, norm_act_options)
+        self._init_norm_act(norm_act, norm_act_options, kwargs)
         super().__init__(activation="linear", **kwargs)
 
     def _swap_norms(self):
@@ -165,7 +173,7 @@ class NormActMaskHead(_NormActHeadMixin, instance_heads.MaskHead):
 
     def __init__(self, norm_act="bn_relu", norm_act_options=None, **kwargs):
         _check_no_activation(kwargs)
-        self._init_norm_act(norm_act, norm_act_options)
+        self._init_norm_act(norm_act, norm_act_options, kwargs)
         super().__init__(activation="linear", **kwargs)
 
     def _swap_norms(self):

@@ -8,6 +8,13 @@ rebuilds the `MaskRCNNModel` from its own config with each head replaced by the
 norm-act head of the same arguments (`heads_norm_activation` of
 `evonorm_tf.configs.maskrcnn.MaskRCNN`). Everything else (RoI generator,
 sampler, aligner, detection generator, anchors) stays Model Garden's.
+
+Norm options. Each head's norm-acts take the BN options Model Garden's
+`build_maskrcnn` gave the head they replace (`use_sync_bn`, `norm_momentum`,
+`norm_epsilon` from the model-level `norm_activation`; the mask head gets no
+`use_sync_bn` there, so its statistics stay per replica), except where
+`heads_norm_activation` sets `synchronized`, `momentum` or `epsilon` itself.
+With `bn_relu` and no such field set, every head is Model Garden's.
 """
 
 import tf_keras
@@ -25,8 +32,13 @@ from evonorm_tf.modeling.heads.instance_heads import (
 _BN_ARGUMENTS = ("activation", "use_sync_bn", "norm_momentum", "norm_epsilon")
 
 
-def _norm_act_head(norm_act_class, model_garden_head, make_norm_act):
-    arguments = {k: v for k, v in model_garden_head.get_config().items() if k not in _BN_ARGUMENTS}
+def _norm_act_head(norm_act_class, model_garden_head, norm_act_config):
+    """`norm_act_class` with the arguments of `model_garden_head`; its BN options are the fallback."""
+    head_config = model_garden_head.get_config()
+    make_norm_act = norm_act_lib.norm_act_factory_from_config(
+        norm_act_config, tf_keras.backend.image_data_format(), head_config
+    )
+    arguments = {k: v for k, v in head_config.items() if k not in _BN_ARGUMENTS}
     return norm_act_class(norm_act=make_norm_act, name=model_garden_head.name, **arguments)
 
 
@@ -38,21 +50,19 @@ def build_maskrcnn(input_specs, model_config, l2_regularizer=None):
       model_config: an `evonorm_tf.configs.maskrcnn.MaskRCNN`.
       l2_regularizer: regularizer of the kernels (Model Garden's weight decay).
     """
-    make_norm_act = norm_act_lib.norm_act_factory_from_config(
-        model_config.heads_norm_activation, tf_keras.backend.image_data_format()
-    )
+    heads_config = model_config.heads_norm_activation
     reference = mg_factory.build_maskrcnn(input_specs, model_config, l2_regularizer)
     config = dict(reference.get_config())
-    config["rpn_head"] = _norm_act_head(NormActRPNHead, config["rpn_head"], make_norm_act)
+    config["rpn_head"] = _norm_act_head(NormActRPNHead, config["rpn_head"], heads_config)
     detection_heads = config["detection_head"]
     if isinstance(detection_heads, (list, tuple)):  # cascade R-CNN
         config["detection_head"] = [
-            _norm_act_head(NormActDetectionHead, head, make_norm_act) for head in detection_heads
+            _norm_act_head(NormActDetectionHead, head, heads_config) for head in detection_heads
         ]
     else:
-        config["detection_head"] = _norm_act_head(NormActDetectionHead, detection_heads, make_norm_act)
+        config["detection_head"] = _norm_act_head(NormActDetectionHead, detection_heads, heads_config)
     if config["mask_head"] is not None:
-        config["mask_head"] = _norm_act_head(NormActMaskHead, config["mask_head"], make_norm_act)
+        config["mask_head"] = _norm_act_head(NormActMaskHead, config["mask_head"], heads_config)
     # Build the RPN head on the decoder's features, as Model Garden's builder
     # does, from their shapes (tracing the backbone and decoder again costs
     # seconds). With an identity decoder (None) the model builds it on first call.

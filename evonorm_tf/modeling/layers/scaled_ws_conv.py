@@ -8,6 +8,16 @@ channel (N = kh·kw·C_in elements), g a learnable per-output-channel gain
 the convolution: it makes `conv(act(z))` keep unit variance for z ~ N(0, 1),
 so no activation normalization is needed. ε = 1e-4 guards a constant kernel.
 
+γ_act = 1 / sqrt(Var[act(z)]), z ~ N(0, 1), computed exactly for every
+activation (`ACTIVATION_GAINS`):
+
+    activation  γ_act here (exact)   reference code (deepmind-research nfnets)
+    relu        1.7128585            1.7139589
+    silu        1.7871872            1.7881293
+
+The formula lives here once; `evonorm_tf.neighbours` builds the Keras 3
+layer on it.
+
 Reference: Brock, De, Smith. Characterizing signal propagation to close the
 performance gap in unnormalized ResNets. arXiv:2101.08692 (§4).
 """
@@ -15,21 +25,52 @@ performance gap in unnormalized ResNets. arXiv:2101.08692 (§4).
 import math
 import numbers
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
-__all__ = ["ACTIVATION_GAINS", "ScaledWSConv2D", "activation_gain_constant", "scaled_standardized_kernel"]
+__all__ = [
+    "ACTIVATION_GAINS",
+    "REFERENCE_ACTIVATION_GAINS",
+    "ScaledWSConv2D",
+    "activation_gain_constant",
+    "scaled_standardized_kernel",
+]
 
-# γ_act = 1 / std(act(z)) for z ~ N(0, 1).
+
+def _gaussian_inverse_std(function):
+    """1 / std(function(z)) for z ~ N(0, 1), by 120-point Gauss–Hermite quadrature.
+
+    Exact to float64 rounding for smooth activations (SiLU: agrees with
+    adaptive quadrature to 1e-15).
+    """
+    nodes, weights = np.polynomial.hermite_e.hermegauss(120)
+    weights = weights / math.sqrt(2.0 * math.pi)
+    values = function(nodes)
+    mean = np.sum(weights * values)
+    return float(1.0 / math.sqrt(np.sum(weights * values**2) - mean**2))
+
+
+def _silu(z):
+    return z / (1.0 + np.exp(-np.clip(z, -700.0, 700.0)))
+
+
+# One rule for every activation: γ_act = 1 / sqrt(Var[act(z)]), z ~ N(0, 1),
+# computed exactly (closed form, or quadrature for SiLU). DeepMind's
+# reference code uses constants fitted by sampling instead; they are kept in
+# `REFERENCE_ACTIVATION_GAINS` for comparison only.
 ACTIVATION_GAINS = {
     "linear": 1.0,
-    # Var(relu(z)) = (1/2)(1 − 1/π).
-    "relu": math.sqrt(2.0 / (1.0 - 1.0 / math.pi)),  # ≈ 1.7139
-    # The published NF-ResNet constant; the exact 1/std(silu(z)) by quadrature
-    # is 1.78719 (0.05% lower), a difference far below sampling noise.
-    "silu": 1.7881293296813965,
+    # Var(relu(z)) = (1/2)(1 − 1/π): γ = sqrt(2 / (1 − 1/π)) = 1.7128585.
+    "relu": math.sqrt(2.0 / (1.0 - 1.0 / math.pi)),
+    # 1 / std(silu(z)) = 1.7871872.
+    "silu": _gaussian_inverse_std(_silu),
 }
 ACTIVATION_GAINS["swish"] = ACTIVATION_GAINS["silu"]
+
+# The constants of the NF-ResNet reference code (deepmind-research
+# nfnets/base.py), 0.06% (ReLU) and 0.05% (SiLU) above the exact values.
+REFERENCE_ACTIVATION_GAINS = {"linear": 1.0, "relu": 1.7139588594436646, "silu": 1.7881293296813965}
 
 _WS_EPSILON = 1e-4
 
@@ -68,7 +109,9 @@ class ScaledWSConv2D(tf_keras.layers.Conv2D):
         normalization the bias is the only offset).
       activation_gain: the activation *before* this convolution, whose gain
         γ_act is folded into the kernel: `"linear"` (default, e.g. on the
-        input image), `"relu"` (≈1.7139), `"silu"` (≈1.7881), or a number.
+        input image), `"relu"` (1.7128585), `"silu"` (1.7871872), or a
+        number; see `ACTIVATION_GAINS` (the reference code's constants,
+        1.7139589 and 1.7881293, are in `REFERENCE_ACTIVATION_GAINS`).
 
     Weights: `kernel` (the raw W), `gain` (g, `[filters]`, ones), `bias`.
     The standardized kernel is recomputed from W at every call, so it is

@@ -1,10 +1,11 @@
-"""Fast EvoNorm kernels: one-pass statistics and hand-written gradients.
+"""The cpu kernel path: one-pass statistics and hand-written gradients.
 
 `evonorm_tf.formulas` defines each EvoNorm once, as readable TensorFlow; this
-module computes the same functions faster, and `formulas` routes its calls
-here (set `evonorm_tf.fused.ENABLED = False` to time or debug the plain
-graphs). What makes them fast on CPU (each point measured, see
-`bench/layers.py`):
+module computes the same functions faster on CPUs, and registers them as the
+`cpu` implementations (`evonorm_tf.kernels`). Some of its devices (integer
+matmuls that materialise sums, one-hot matmuls at default precision, complex
+pairs) are CPU-specific: on TPU and GPU layers take the `portable` path. What
+makes them fast on CPU (each point measured, see `bench/layers.py`):
 
 1. **One XLA launch per direction.** The forward pass is one kernel
    (statistics, their small per-(sample, channel) and per-group arithmetic,
@@ -37,11 +38,11 @@ graphs). What makes them fast on CPU (each point measured, see
 4. **One written pass each way.** The forward pass writes y, the backward
    pass dx; nothing x-sized is saved but x (the statistics are reused, the
    cheap elementwise work recomputed).
-5. **No autodiff copies.** The kernels are `jit_compile=True` functions
-   traced once per configuration and shape, their inputs hidden from
-   gradient tapes (`tf.stop_gradient`), so TensorFlow does not compile
-   variants that also return every intermediate. Inside a compiled model
-   they are inlined. `COMPILED = False` runs the same code as plain TF ops.
+5. **No autodiff copies, no compile per passing shape.** See
+   `evonorm_tf.kernels.cpu_launch`: kernels hidden from gradient tapes,
+   compiled per static shape only once a shape recurs, a bounded cache,
+   shape-generic graphs otherwise; inside a compiled model they are inlined.
+   Layout and sums are in `evonorm_tf.kernels.cpu_sums`.
 
 Derivations (y = x / den · γ + β for the B-series, den = max(σ_b, r), σ_b =
 sqrt(s2_bhw + ε); P = dy·x/den; R = [r > σ_b] the per-element branch):
@@ -73,264 +74,30 @@ SigmoidGrad.
 All kernels take float32 inputs of rank 3 to 5 in either data format, are
 XLA-compilable, and return float32.
 """
-
-import functools
-
 import tensorflow as tf
 
-__all__ = ["ENABLED", "COMPILED", "b_series", "s_series"]
+from evonorm_tf import arguments
+from evonorm_tf.kernels import register
+from evonorm_tf.kernels.cpu_launch import kernel as _kernel
+from evonorm_tf.kernels.cpu_sums import (  # noqa: F401 (B_BLOCK, S_BLOCK re-exported)
+    B_BLOCK,
+    S_BLOCK,
+    _batch_sum,
+    _blocked,
+    _block_sums,
+    _channel_sum,
+    _finish,
+    _from_groups,
+    _spatial_count,
+    _to_groups,
+    _vector,
+    channel_moments,
+    combine_batch,
+    combine_groups,
+    mean_square,
+)
 
-#: Route `formulas` through these kernels (False: the plain autodiff graphs).
-ENABLED = True
-#: Run each kernel as one `jit_compile=True` function (False: plain TF ops).
-COMPILED = True
-
-
-def _kernel(function):
-    """`function` as XLA-compiled functions, or plain, per `COMPILED`.
-
-    The leading arguments of every kernel are Python values (kind,
-    channels_last, ...), the rest tensors. One `tf.function` is kept per
-    configuration and static input shape, so each traces once with static
-    shapes and none is reported as retracing.
-    """
-    compiled = {}
-
-    def call(*args):
-        # The kernels sit inside `tf.custom_gradient`s: hiding their inputs
-        # from any gradient tape keeps TensorFlow from compiling a variant
-        # that also returns every intermediate for autodiff.
-        args = [tf.stop_gradient(a) if isinstance(a, (tf.Tensor, tf.Variable)) else a for a in args]
-        if not COMPILED:
-            return function(*args)
-        key = tuple((tuple(a.shape), a.dtype) if isinstance(a, (tf.Tensor, tf.Variable)) else a for a in args)
-        if key not in compiled:
-            # A `partial` per key: TF counts retracing per Python code object,
-            # and would report these first traces of new shapes as retracing.
-            compiled[key] = tf.function(functools.partial(function), jit_compile=True, autograph=False)
-        return compiled[key](*args)
-
-    call.__name__ = function.__name__
-    return call
-
-
-# -- layout -------------------------------------------------------------------------
-# Kernels see x as `[N, R, B, C]` (channels_last) or `[N, C, R, B]`
-# (channels_first): the spatial positions split into R blocks of B, where B is
-# the largest divisor of the spatial size up to `B_BLOCK` or `S_BLOCK` (see `_block_sums`).
-# Per-(sample, channel) statistics are "stat"-shaped, `[N, 1, 1, C]` /
-# `[N, C, 1, 1]`; per-channel vectors `[1, 1, 1, C]` / `[1, C, 1, 1]`.
-
-#: B-series kernels sum blocks of at most this many spatial positions (see `_block_sums`).
-B_BLOCK = 8
-#: The same for the S-series kernels.
-S_BLOCK = 16
-
-
-def _block_size(spatial, limit):
-    if spatial is None:
-        return 1
-    return max(d for d in range(1, min(spatial, limit) + 1) if spatial % d == 0)
-
-
-def _blocked(x, data_format, limit):
-    """x reshaped to the kernels' 4-D view with blocks of at most `limit`, and whether it is channels_last."""
-    channels_last = data_format == "channels_last"
-    shape = x.shape.as_list()
-    spatial_dims = shape[1:-1] if channels_last else shape[2:]
-    spatial = None if None in spatial_dims else _product(spatial_dims)
-    block = _block_size(spatial, limit)
-    channels = shape[-1] if channels_last else shape[1]
-    if channels is None:
-        channels = tf.shape(x)[-1] if channels_last else tf.shape(x)[1]
-    batch = shape[0] if shape[0] is not None else tf.shape(x)[0]
-    if channels_last:
-        return tf.reshape(x, [batch, -1, block, channels]), True
-    return tf.reshape(x, [batch, channels, -1, block]), False
-
-
-def _product(values):
-    product = 1
-    for value in values:
-        product *= value
-    return product
-
-
-def _vector(v, channels_last):
-    return tf.reshape(v, [1, 1, 1, -1] if channels_last else [1, -1, 1, 1])
-
-
-def _batch_sum(stat):
-    """Sum of a stat-shaped tensor over the batch, keeping its rank (`[1, ...]`).
-
-    By `_tree_sum`: a reduction over the batch of `[N, C]` is a column
-    reduction, scalar code in XLA (0.2 ms for `[32, 1024]`, a dozen per layer).
-    """
-    batch = stat.shape[0] if stat.shape[0] is not None else tf.shape(stat)[0]
-    rows = tf.reshape(stat, [1, batch, 1, -1])
-    return tf.reshape(_tree_sum(rows), tf.shape(stat[:1]))
-
-
-def _channel_sum(stat):
-    """Sum of a stat-shaped tensor over the batch, as a `[C]` vector."""
-    return tf.reshape(_batch_sum(stat), [-1])
-
-
-def _spatial_count(x4, channels_last):
-    shape = tf.shape(x4)
-    return tf.cast(shape[1] * shape[2] if channels_last else shape[2] * shape[3], tf.float32)
-
-
-def _to_groups(stat, groups):
-    """`[N, G, C/G]` view of a stat-shaped tensor."""
-    return tf.reshape(stat, [tf.shape(stat)[0], groups, -1])
-
-
-def _from_groups(grouped, like):
-    """Repeats `[N, G, 1]` over each group's channels, shaped like the stat `like`.
-
-    As a matmul with the `[G, C]` group membership matrix (exact: one product
-    per output): XLA fuses a broadcast into the x-sized loop that reads its
-    result and redoes its index arithmetic for every element, but not a matmul.
-    """
-    groups = grouped.shape[1]
-    channels = like.shape[-1] if like.shape[-1] != 1 else like.shape[1]
-    membership = tf.one_hot(tf.range(channels) // (channels // groups), groups, dtype=grouped.dtype)
-    return tf.reshape(tf.linalg.matmul(grouped[:, :, 0], membership, transpose_b=True), tf.shape(like))
-
-
-# -- statistics ---------------------------------------------------------------------
-
-
-def _first(x4, channels_last):
-    """The first spatial element of each (sample, channel), stat-shaped."""
-    return x4[:, :1, :1, :] if channels_last else x4[:, :, :1, :1]
-
-
-def _block_sums(channels_last, *terms):
-    """Sums of x-sized terms over each block of B positions, stacked: `[N, R, k, C]` or `[N, k, C, R]`.
-
-    Inside a kernel, for terms that take more than a few operations per
-    element: XLA on CPU vectorises such a fused reduction only over short
-    blocks (`B_BLOCK`, `S_BLOCK`; over 32 positions it emits scalar code,
-    several times slower), and one reduction of the stacked terms reads the
-    inputs once (a reduction per term was 1.5× slower). XLA still evaluates
-    each output element on its own, so work shared by two terms runs once per
-    term (see `_s_backward_partials` for a way round). The partial sums, k/B
-    of x's size, are finished by `_finish`.
-    """
-    if channels_last:
-        return tf.reduce_sum(tf.stack(terms, axis=3), axis=2)
-    return tf.reduce_sum(tf.stack(terms, axis=1), axis=4)
-
-
-def _tree_sum(rows):
-    """Sum over axis 1 of `[N, R, k, C]` as explicit additions of halves, `[N, 1, k, C]`.
-
-    XLA emits this column reduction as scalar code (and merges it with the
-    block reduction before it into one long, slow reduction); R − 1 slice
-    additions fuse into one loop vectorised over k·C. An odd row is set aside
-    and added at the end (a concatenation inside the loop stops its
-    vectorisation).
-    """
-    if rows.shape[1] is None or not COMPILED:
-        return tf.reduce_sum(rows, axis=1, keepdims=True)
-    leftovers = []
-    while rows.shape[1] > 1:
-        half = rows.shape[1] // 2
-        if rows.shape[1] % 2:
-            leftovers.append(rows[:, 2 * half:])
-        rows = rows[:, :half] + rows[:, half:2 * half]
-    for leftover in leftovers:
-        rows = rows + leftover
-    return rows
-
-
-def _materialized(t):
-    """`t`, bit for bit, computed once: XLA cannot fuse it into its consumers.
-
-    XLA fuses a cheap producer into every consumer and recomputes it there:
-    the sums of `_finish` feed a dozen small statistics, some reduced over the
-    batch, and each would redo the whole addition tree over the partials (B0
-    ran up to 1.8x slower). A matmul is never fused on CPU, so the sums pass
-    through one: their bits as int32 rows of 16 (or 8, 4, 2) times the
-    identity, exact (x·1 + y·0 in integers) whatever the floats are, NaN and
-    inf included. Rows of 16: with rows of 2 the loop writing the matmul's
-    input ran 10x slower (XLA does not vectorise an innermost dimension of 2).
-    """
-    count = t.shape.num_elements()
-    width = next((w for w in (16, 8, 4, 2) if count and count % w == 0), None) if COMPILED else None
-    if width is None:
-        return t
-    bits = tf.reshape(tf.bitcast(t, tf.int32), [-1, width])
-    bits = tf.linalg.matmul(bits, tf.eye(width, dtype=tf.int32))
-    return tf.reshape(tf.bitcast(bits, t.dtype), tf.shape(t))
-
-
-def _finish(channels_last, partials):
-    """The k per-(sample, channel) sums of `_block_sums` partials, each stat-shaped.
-
-    Inside the kernel that made the partials, which saves a launch and a dozen
-    TensorFlow ops per sum (in a ResNet-50 step those, not the arithmetic, were
-    most of EvoNorm's extra time). channels_first partials are summed by a row
-    reduction, which XLA vectorises; channels_last ones by `_tree_sum`.
-    """
-    if not channels_last:
-        total = _materialized(tf.reduce_sum(partials, axis=3))  # [N, k, C]
-        return [total[:, i, :, None, None] for i in range(partials.shape[1])]
-    total = _materialized(_tree_sum(partials))  # [N, 1, k, C]
-    return [total[:, :, i:i + 1, :] for i in range(partials.shape[2])]
-
-
-def channel_moments(x4, channels_last):
-    """Per-(sample, channel) moments about a shift, stat-shaped.
-
-    Returns `(shift, mean_delta, m2)`: the mean is `shift + mean_delta` and
-    `m2 = Σ(x − mean)²`. Keeping the mean as a shift (a sample of the data)
-    plus a small delta lets later steps form `x − mean` as
-    `(x − shift) − mean_delta` without losing digits when |mean| >> std.
-    """
-    shift = _first(x4, channels_last)
-    d = x4 - shift
-    sum_d, sum_d2 = _finish(channels_last, _block_sums(channels_last, d, d * d))
-    mean_delta = sum_d / _spatial_count(x4, channels_last)
-    return shift, mean_delta, tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
-
-
-def mean_square(x4, channels_last):
-    """Per-(sample, channel) mean of x², stat-shaped."""
-    (sum_x2,) = _finish(channels_last, _block_sums(channels_last, x4 * x4))
-    return sum_x2 / _spatial_count(x4, channels_last)
-
-
-def combine_groups(shift, mean_delta, m2, count, groups):
-    """Group moments over (spatial, C/G) from per-channel ones (Chan et al.).
-
-    Returns `(reference, mean_delta, variance)` per group, `[N, G, 1]` (see
-    `_from_groups`); the group mean is `reference + mean_delta`.
-    """
-    shift_g = _to_groups(shift, groups)
-    reference = shift_g[:, :, :1]
-    delta = (shift_g - reference) + _to_groups(mean_delta, groups)
-    group_delta = tf.reduce_mean(delta, axis=2, keepdims=True)
-    spread = tf.reduce_mean(tf.square(delta - group_delta), axis=2, keepdims=True)
-    m2_mean = tf.reduce_mean(_to_groups(m2, groups), axis=2, keepdims=True)
-    variance = m2_mean / count + spread
-    return reference, group_delta, variance
-
-
-def combine_batch(shift, mean_delta, m2, count):
-    """Batch moments over (N, spatial) from per-(sample, channel) ones (Chan et al.).
-
-    Returns `(reference, mean_delta, variance)`, each shaped like one sample's
-    statistics (`[1, 1, C]` or `[1, C, 1]`).
-    """
-    reference = shift[:1]
-    delta = (shift - reference) + mean_delta
-    batch = tf.cast(tf.shape(shift)[0], tf.float32)
-    batch_delta = _batch_sum(delta) / batch
-    spread = _batch_sum(tf.square(delta - batch_delta)) / batch
-    return reference, batch_delta, _batch_sum(m2) / (batch * count) + spread
+__all__ = ["b_series", "s_series"]
 
 
 # -- B-series -----------------------------------------------------------------------
@@ -344,7 +111,7 @@ def _right_branch(kind, x4, v, instance):
     return instance - x4
 
 
-@_kernel
+@_kernel(layout_index=1)
 def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance):
     """y and what the backward pass needs: statistics, then one pass writing y, in one kernel.
 
@@ -440,7 +207,7 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
     return direct + slope * (x4 - origin) - offset
 
 
-@_kernel
+@_kernel(layout_index=1)
 def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, *offsets):
     """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx."""
     sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
@@ -495,7 +262,7 @@ def _s_output(channels_last, x4, v, scale, beta):
     return x4 * tf.sigmoid(_vector(v, channels_last) * x4) * scale + _vector(beta, channels_last)
 
 
-@_kernel
+@_kernel(layout_index=0)
 def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
     """y and `(inverse, origin, offset)`: ρ⁻¹ per (sample, channel), x − centre = (x − origin) − offset.
 
@@ -556,7 +323,7 @@ def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, origin, offset
     return dy4 * scale * s * (1.0 + z * (1.0 - s)) + coefficient * ((x4 - origin) - offset)
 
 
-@_kernel
+@_kernel(layout_index=0)
 def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v_for_dx, inverse, origin, offset):
     """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx.
 
@@ -595,3 +362,70 @@ def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):
         return tf.reshape(y4, tf.shape(x)), grad
 
     return op(*inputs)
+
+
+# -- registration -------------------------------------------------------------------
+
+
+def _float32(t):
+    if t is None:
+        return None
+    t = tf.convert_to_tensor(t)
+    return t if t.dtype == tf.float32 else tf.cast(t, tf.float32)
+
+
+def _b_formula(kind):
+    def evonorm_b(x, gamma, beta, *rest, epsilon=1e-5, data_format="channels_last"):
+        v, batch_variance = rest if kind == "b0" else (None,) + tuple(rest)
+        arguments.check_data_format(data_format)
+        vectors = [_float32(t) for t in (gamma, beta, v, batch_variance)]
+        return b_series(kind, _float32(x), *vectors, epsilon, data_format)[0]
+
+    return evonorm_b
+
+
+@register("evonorm_b0", "cpu")
+def evonorm_b0(x, gamma, beta, v, batch_variance, epsilon=1e-5, data_format="channels_last"):
+    return _b_formula("b0")(x, gamma, beta, v, batch_variance, epsilon=epsilon, data_format=data_format)
+
+
+@register("evonorm_b1", "cpu")
+def evonorm_b1(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
+    return _b_formula("b1")(x, gamma, beta, batch_variance, epsilon=epsilon, data_format=data_format)
+
+
+@register("evonorm_b2", "cpu")
+def evonorm_b2(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
+    return _b_formula("b2")(x, gamma, beta, batch_variance, epsilon=epsilon, data_format=data_format)
+
+
+@register("evonorm_b_training", "cpu")
+def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="channels_last"):
+    if kind not in ("b0", "b1", "b2"):
+        raise ValueError(f"kind must be one of ['b0', 'b1', 'b2'], received {kind!r}")
+    arguments.check_data_format(data_format)
+    vectors = [_float32(t) for t in (gamma, beta, v)]
+    return b_series(kind, _float32(x), *vectors, None, epsilon, data_format)
+
+
+def _s_formula(x, gamma, beta, v, groups, epsilon, data_format, centered):
+    arguments.check_data_format(data_format)
+    channels = x.shape[-1] if data_format == "channels_last" else x.shape[1]
+    arguments.check_groups_divide(groups, channels)
+    vectors = [_float32(t) for t in (gamma, beta, v)]
+    return s_series(_float32(x), *vectors, groups, epsilon, data_format, centered)
+
+
+@register("evonorm_s0", "cpu")
+def evonorm_s0(x, gamma, beta, v, groups, epsilon=1e-5, data_format="channels_last"):
+    return _s_formula(x, gamma, beta, v, groups, epsilon, data_format, centered=True)
+
+
+@register("evonorm_s1", "cpu")
+def evonorm_s1(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
+    return _s_formula(x, gamma, beta, None, groups, epsilon, data_format, centered=True)
+
+
+@register("evonorm_s2", "cpu")
+def evonorm_s2(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
+    return _s_formula(x, gamma, beta, None, groups, epsilon, data_format, centered=False)

@@ -1,0 +1,129 @@
+"""When the cpu kernels are XLA-compiled: per static shape, bounded, hot shapes only.
+
+Each kernel of `evonorm_tf.kernels.cpu` is one `jit_compile=True` function
+per configuration and static input shape (one XLA launch per direction). Its
+inputs are hidden from gradient tapes (`tf.stop_gradient`): the kernels sit
+inside `tf.custom_gradient`s, and a taped input would make TensorFlow compile
+a variant that also returns every intermediate. Compiling costs far more than
+running at small sizes, so shapes that come and go (a new image size at every
+call) run a shape-generic graph instead; see `kernel`. `COMPILED = False` runs
+the same code as plain TF ops.
+"""
+
+import collections
+import functools
+
+import tensorflow as tf
+
+__all__ = ["COMPILED", "COMPILE_AFTER", "MAX_COMPILED", "SIZES_PER_CONFIGURATION", "kernel"]
+
+#: Run each kernel as one `jit_compile=True` function (False: plain TF ops).
+COMPILED = True
+#: Compiled kernels kept per kernel (least recently used dropped first).
+MAX_COMPILED = 16
+#: Executing eagerly, a shape's kernel is compiled on its call number `COMPILE_AFTER`.
+COMPILE_AFTER = 3
+#: Executing eagerly, a configuration that meets more spatial sizes than this compiles no more.
+SIZES_PER_CONFIGURATION = 4
+
+
+def kernel(layout_index):
+    """Decorator: the kernel as XLA-compiled functions per static shape, or as a shape-generic graph.
+
+    The leading arguments of every kernel are Python values (kind,
+    channels_last at `layout_index`, ...), the rest tensors. Calls are routed:
+
+    * Any input shape unknown (a `tf.function` traced with `None` dims): the
+      kernel's ops are inlined into the caller's graph, shape-generic (inside
+      a compiled model they join its XLA cluster).
+    * Static shapes: one `jit_compile=True` function per configuration and
+      shape, kept in a least-recently-used cache of `MAX_COMPILED` entries.
+      Executing eagerly, a shape gets its compiled kernel only on its
+      `COMPILE_AFTER`-th call; before that (e.g. a new image size at every
+      call) it runs one shape-generic graph per configuration and rank,
+      traced once, so a stream of new shapes compiles nothing. A
+      configuration (everything but the spatial size) that has met more
+      than `SIZES_PER_CONFIGURATION` spatial sizes eagerly compiles no more.
+    """
+
+    def decorator(function):
+        compiled = collections.OrderedDict()
+        calls = collections.OrderedDict()
+        generic = {}
+        sizes = collections.defaultdict(set)  # configuration → shapes met eagerly (bounded)
+
+        def call(*args):
+            # The kernels sit inside `tf.custom_gradient`s: hiding their inputs
+            # from any gradient tape keeps TensorFlow from compiling a variant
+            # that also returns every intermediate for autodiff.
+            args = [tf.stop_gradient(a) if isinstance(a, (tf.Tensor, tf.Variable)) else a for a in args]
+            if not COMPILED or any(_is_tensor(a) and not a.shape.is_fully_defined() for a in args):
+                return function(*args)
+            key = tuple((tuple(a.shape), a.dtype) if _is_tensor(a) else a for a in args)
+            if key not in compiled and tf.executing_eagerly():
+                calls[key] = calls.pop(key, 0) + 1
+                if len(calls) > 4 * MAX_COMPILED:
+                    calls.popitem(last=False)
+                configuration = _configuration(args, layout_index)
+                if configuration not in sizes and len(sizes) >= 4 * MAX_COMPILED:
+                    del sizes[next(iter(sizes))]
+                if len(sizes[configuration]) <= SIZES_PER_CONFIGURATION:
+                    sizes[configuration].add(key)
+                if calls[key] < COMPILE_AFTER or len(sizes[configuration]) > SIZES_PER_CONFIGURATION:
+                    return _generic(generic, function, layout_index, args)
+            if key not in compiled:
+                # A `partial` per key: TF counts retracing per Python code object,
+                # and would report these first traces of new shapes as retracing.
+                compiled[key] = tf.function(functools.partial(function), jit_compile=True, autograph=False)
+                if len(compiled) > MAX_COMPILED:
+                    compiled.popitem(last=False)
+            compiled.move_to_end(key)
+            return compiled[key](*args)
+
+        call.__name__ = function.__name__
+        call.compiled = compiled
+        return call
+
+    return decorator
+
+
+def _configuration(args, layout_index):
+    """A kernel call's key without the spatial dimensions of its tensors (kept: batch, channels, rank)."""
+    channel_axis = -1 if args[layout_index] else 1
+    return tuple((a.shape[0], a.shape[channel_axis], a.shape.rank, a.dtype) if _is_tensor(a) and a.shape.rank > 1
+                 else (tuple(a.shape), a.dtype) if _is_tensor(a) else a for a in args)
+
+
+def _is_tensor(a):
+    return isinstance(a, (tf.Tensor, tf.Variable))
+
+
+def _generic(cache, function, layout_index, args):
+    """Runs `function` as a graph traced once per configuration and tensor ranks and dtypes.
+
+    Every dimension of the tensors is left unknown except the channels (the
+    last axis of channels_last tensors of rank > 1, axis 1 of channels_first ones).
+    """
+    channel_axis = -1 if args[layout_index] else 1
+    tensors = [i for i, a in enumerate(args) if _is_tensor(a)]
+    key = tuple((a.shape.rank, a.dtype) if _is_tensor(a) else a for a in args)
+    if key not in cache:
+        signature = []
+        for i in tensors:
+            shape = [None] * args[i].shape.rank
+            if len(shape) > 1:
+                shape[channel_axis] = args[i].shape[channel_axis]
+            else:
+                shape = args[i].shape
+            signature.append(tf.TensorSpec(shape, args[i].dtype))
+
+        def run(*values):
+            full = list(args)
+            for i, value in zip(tensors, values):
+                full[i] = value
+            return function(*full)
+
+        cache[key] = tf.function(run, input_signature=signature, autograph=False)
+    return cache[key](*[args[i] for i in tensors])
+
+

@@ -1,0 +1,236 @@
+"""Layout and per-(sample, channel) sums of the cpu kernels (`evonorm_tf.kernels.cpu`).
+
+Why the sums take this form on CPU (short blocks, addition trees, sums passed
+through a matmul) is explained in the docstring of `evonorm_tf.kernels.cpu`.
+"""
+
+import tensorflow as tf
+
+from evonorm_tf.kernels import cpu_launch
+
+# -- layout -------------------------------------------------------------------------
+# Kernels see x as `[N, R, B, C]` (channels_last) or `[N, C, R, B]`
+# (channels_first): the spatial positions split into R blocks of B, where B is
+# the largest divisor of the spatial size up to `B_BLOCK` or `S_BLOCK` (see `_block_sums`).
+# Per-(sample, channel) statistics are "stat"-shaped, `[N, 1, 1, C]` /
+# `[N, C, 1, 1]`; per-channel vectors `[1, 1, 1, C]` / `[1, C, 1, 1]`.
+
+#: B-series kernels sum blocks of at most this many spatial positions (see `_block_sums`).
+B_BLOCK = 8
+#: The same for the S-series kernels.
+S_BLOCK = 16
+
+
+def _block_size(spatial, limit):
+    if spatial is None:
+        return 1
+    return max(d for d in range(1, min(spatial, limit) + 1) if spatial % d == 0)
+
+
+def _blocked(x, data_format, limit):
+    """x reshaped to the kernels' 4-D view with blocks of at most `limit`, and whether it is channels_last."""
+    channels_last = data_format == "channels_last"
+    shape = x.shape.as_list()
+    spatial_dims = shape[1:-1] if channels_last else shape[2:]
+    spatial = None if None in spatial_dims else _product(spatial_dims)
+    block = _block_size(spatial, limit)
+    channels = shape[-1] if channels_last else shape[1]
+    if channels is None:
+        channels = tf.shape(x)[-1] if channels_last else tf.shape(x)[1]
+    batch = shape[0] if shape[0] is not None else tf.shape(x)[0]
+    if channels_last:
+        return tf.reshape(x, [batch, -1, block, channels]), True
+    return tf.reshape(x, [batch, channels, -1, block]), False
+
+
+def _product(values):
+    product = 1
+    for value in values:
+        product *= value
+    return product
+
+
+def _vector(v, channels_last):
+    return tf.reshape(v, [1, 1, 1, -1] if channels_last else [1, -1, 1, 1])
+
+
+def _batch_sum(stat):
+    """Sum of a stat-shaped tensor over the batch, keeping its rank (`[1, ...]`).
+
+    By `_tree_sum`: a reduction over the batch of `[N, C]` is a column
+    reduction, scalar code in XLA (0.2 ms for `[32, 1024]`, a dozen per layer).
+    """
+    batch = stat.shape[0] if stat.shape[0] is not None else tf.shape(stat)[0]
+    rows = tf.reshape(stat, [1, batch, 1, -1])
+    return tf.reshape(_tree_sum(rows), tf.shape(stat[:1]))
+
+
+def _channel_sum(stat):
+    """Sum of a stat-shaped tensor over the batch, as a `[C]` vector."""
+    return tf.reshape(_batch_sum(stat), [-1])
+
+
+def _spatial_count(x4, channels_last):
+    shape = tf.shape(x4)
+    return tf.cast(shape[1] * shape[2] if channels_last else shape[2] * shape[3], tf.float32)
+
+
+def _to_groups(stat, groups):
+    """`[N, G, C/G]` view of a stat-shaped tensor."""
+    return tf.reshape(stat, [tf.shape(stat)[0], groups, -1])
+
+
+def _from_groups(grouped, like):
+    """Repeats `[N, G, 1]` over each group's channels, shaped like the stat `like`.
+
+    As a matmul with the `[G, C]` group membership matrix (exact: one product
+    per output): XLA fuses a broadcast into the x-sized loop that reads its
+    result and redoes its index arithmetic for every element, but not a matmul.
+    """
+    groups = grouped.shape[1]
+    # [N, C, 1, 1] (channels_first: C at axis 1 is always static) or [N, 1, 1, C].
+    channels = like.shape[1] if like.shape[1] not in (None, 1) else like.shape[-1]
+    channels = channels or groups  # channels_first with one channel, shape-generic
+    membership = tf.one_hot(tf.range(channels) // (channels // groups), groups, dtype=grouped.dtype)
+    return tf.reshape(tf.linalg.matmul(grouped[:, :, 0], membership, transpose_b=True), tf.shape(like))
+
+
+# -- statistics ---------------------------------------------------------------------
+
+
+def _first(x4, channels_last):
+    """The first spatial element of each (sample, channel), stat-shaped."""
+    return x4[:, :1, :1, :] if channels_last else x4[:, :, :1, :1]
+
+
+def _block_sums(channels_last, *terms):
+    """Sums of x-sized terms over each block of B positions, stacked: `[N, R, k, C]` or `[N, k, C, R]`.
+
+    Inside a kernel, for terms that take more than a few operations per
+    element: XLA on CPU vectorises such a fused reduction only over short
+    blocks (`B_BLOCK`, `S_BLOCK`; over 32 positions it emits scalar code,
+    several times slower), and one reduction of the stacked terms reads the
+    inputs once (a reduction per term was 1.5× slower). XLA still evaluates
+    each output element on its own, so work shared by two terms runs once per
+    term (see `_s_backward_partials` for a way round). The partial sums, k/B
+    of x's size, are finished by `_finish`.
+    """
+    if terms[0].shape[1 if channels_last else 2] is None:
+        # Shape-generic: one reduction per term, nothing x-sized stacked; `[N, 1, k, C]` or `[N, k, C, 1]`.
+        axes = [1, 2] if channels_last else [2, 3]
+        sums = tf.stack([tf.reduce_sum(t, axis=axes) for t in terms], axis=1)
+        return sums[:, None] if channels_last else sums[..., None]
+    if channels_last:
+        return tf.reduce_sum(tf.stack(terms, axis=3), axis=2)
+    return tf.reduce_sum(tf.stack(terms, axis=1), axis=4)
+
+
+def _tree_sum(rows):
+    """Sum over axis 1 of `[N, R, k, C]` as explicit additions of halves, `[N, 1, k, C]`.
+
+    XLA emits this column reduction as scalar code (and merges it with the
+    block reduction before it into one long, slow reduction); R − 1 slice
+    additions fuse into one loop vectorised over k·C. An odd row is set aside
+    and added at the end (a concatenation inside the loop stops its
+    vectorisation).
+    """
+    if rows.shape[1] is None or not cpu_launch.COMPILED:
+        return tf.reduce_sum(rows, axis=1, keepdims=True)
+    leftovers = []
+    while rows.shape[1] > 1:
+        half = rows.shape[1] // 2
+        if rows.shape[1] % 2:
+            leftovers.append(rows[:, 2 * half:])
+        rows = rows[:, :half] + rows[:, half:2 * half]
+    for leftover in leftovers:
+        rows = rows + leftover
+    return rows
+
+
+def _materialized(t):
+    """`t`, bit for bit, computed once: XLA cannot fuse it into its consumers.
+
+    XLA fuses a cheap producer into every consumer and recomputes it there:
+    the sums of `_finish` feed a dozen small statistics, some reduced over the
+    batch, and each would redo the whole addition tree over the partials (B0
+    ran up to 1.8x slower). A matmul is never fused on CPU, so the sums pass
+    through one: their bits as int32 rows of 16 (or 8, 4, 2) times the
+    identity, exact (x·1 + y·0 in integers) whatever the floats are, NaN and
+    inf included. Rows of 16: with rows of 2 the loop writing the matmul's
+    input ran 10x slower (XLA does not vectorise an innermost dimension of 2).
+    """
+    count = t.shape.num_elements()
+    width = next((w for w in (16, 8, 4, 2) if count and count % w == 0), None) if cpu_launch.COMPILED else None
+    if width is None:
+        return t
+    bits = tf.reshape(tf.bitcast(t, tf.int32), [-1, width])
+    bits = tf.linalg.matmul(bits, tf.eye(width, dtype=tf.int32))
+    return tf.reshape(tf.bitcast(bits, t.dtype), tf.shape(t))
+
+
+def _finish(channels_last, partials):
+    """The k per-(sample, channel) sums of `_block_sums` partials, each stat-shaped.
+
+    Inside the kernel that made the partials, which saves a launch and a dozen
+    TensorFlow ops per sum (in a ResNet-50 step those, not the arithmetic, were
+    most of EvoNorm's extra time). channels_first partials are summed by a row
+    reduction, which XLA vectorises; channels_last ones by `_tree_sum`.
+    """
+    if not channels_last:
+        total = _materialized(tf.reduce_sum(partials, axis=3))  # [N, k, C]
+        return [total[:, i, :, None, None] for i in range(partials.shape[1])]
+    total = _materialized(_tree_sum(partials))  # [N, 1, k, C]
+    return [total[:, :, i:i + 1, :] for i in range(partials.shape[2])]
+
+
+def channel_moments(x4, channels_last):
+    """Per-(sample, channel) moments about a shift, stat-shaped.
+
+    Returns `(shift, mean_delta, m2)`: the mean is `shift + mean_delta` and
+    `m2 = Σ(x − mean)²`. Keeping the mean as a shift (a sample of the data)
+    plus a small delta lets later steps form `x − mean` as
+    `(x − shift) − mean_delta` without losing digits when |mean| >> std.
+    """
+    shift = _first(x4, channels_last)
+    d = x4 - shift
+    sum_d, sum_d2 = _finish(channels_last, _block_sums(channels_last, d, d * d))
+    mean_delta = sum_d / _spatial_count(x4, channels_last)
+    return shift, mean_delta, tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
+
+
+def mean_square(x4, channels_last):
+    """Per-(sample, channel) mean of x², stat-shaped."""
+    (sum_x2,) = _finish(channels_last, _block_sums(channels_last, x4 * x4))
+    return sum_x2 / _spatial_count(x4, channels_last)
+
+
+def combine_groups(shift, mean_delta, m2, count, groups):
+    """Group moments over (spatial, C/G) from per-channel ones (Chan et al.).
+
+    Returns `(reference, mean_delta, variance)` per group, `[N, G, 1]` (see
+    `_from_groups`); the group mean is `reference + mean_delta`.
+    """
+    shift_g = _to_groups(shift, groups)
+    reference = shift_g[:, :, :1]
+    delta = (shift_g - reference) + _to_groups(mean_delta, groups)
+    group_delta = tf.reduce_mean(delta, axis=2, keepdims=True)
+    spread = tf.reduce_mean(tf.square(delta - group_delta), axis=2, keepdims=True)
+    m2_mean = tf.reduce_mean(_to_groups(m2, groups), axis=2, keepdims=True)
+    variance = m2_mean / count + spread
+    return reference, group_delta, variance
+
+
+def combine_batch(shift, mean_delta, m2, count):
+    """Batch moments over (N, spatial) from per-(sample, channel) ones (Chan et al.).
+
+    Returns `(reference, mean_delta, variance)`, each shaped like one sample's
+    statistics (`[1, 1, C]` or `[1, C, 1]`).
+    """
+    reference = shift[:1]
+    delta = (shift - reference) + mean_delta
+    batch = tf.cast(tf.shape(shift)[0], tf.float32)
+    batch_delta = _batch_sum(delta) / batch
+    spread = _batch_sum(tf.square(delta - batch_delta)) / batch
+    return reference, batch_delta, _batch_sum(m2) / (batch * count) + spread
+
+

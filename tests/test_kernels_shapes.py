@@ -1,0 +1,97 @@
+"""The cpu kernels at any input shape: no compile per passing shape, bounded caches.
+
+A `tf.function` with `None` spatial dimensions traces once and compiles
+nothing per shape; eager calls with a new spatial size at every call run one
+shape-generic graph; a shape that recurs is compiled, into a bounded cache.
+Values are the same either way.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from evonorm_tf.kernels import cpu, cpu_launch
+
+C = 16
+GAMMA, BETA, V = tf.ones([C]), tf.zeros([C]), tf.fill([C], 0.7)
+CALLS = {
+    "b0": lambda x: cpu.evonorm_b_training("b0", x, GAMMA, BETA, V)[0],
+    "b1_inference": lambda x: cpu.evonorm_b1(x, GAMMA, BETA, tf.fill([C], 2.0)),
+    "s0": lambda x: cpu.evonorm_s0(x, GAMMA, BETA, V, 4),
+    "s2": lambda x: cpu.evonorm_s2(x, GAMMA, BETA, 4),
+}
+KERNELS = (cpu._b_forward, cpu._b_backward, cpu._s_forward, cpu._s_backward)
+
+
+def _forward_backward(call, x):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = call(x)
+    return y, tape.gradient(y, x, output_gradients=tf.sin(x))
+
+
+def _compiled_count():
+    return sum(len(kernel.compiled) for kernel in KERNELS)
+
+
+@pytest.fixture(autouse=True)
+def empty_caches():
+    for kernel in KERNELS:
+        kernel.compiled.clear()
+    yield
+
+
+def _input(h, w, data_format="channels_last", batch=2):
+    shape = [batch, h, w, C] if data_format == "channels_last" else [batch, C, h, w]
+    return tf.random.stateless_normal(shape, seed=[h, w], mean=3.0)
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_graph_with_none_dims_traces_once_and_compiles_nothing(name):
+    function = tf.function(lambda x: _forward_backward(CALLS[name], x),
+                           input_signature=[tf.TensorSpec([None, None, None, C])])
+    for size in range(3, 9):
+        x = _input(size, size + 2, batch=size % 3 + 1)
+        y, dx = function(x)
+        y_eager, dx_eager = _forward_backward(CALLS[name], x)
+        np.testing.assert_allclose(y.numpy(), y_eager.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dx.numpy(), dx_eager.numpy(), rtol=1e-4, atol=1e-4)
+    assert function.experimental_get_tracing_count() == 1
+    assert _compiled_count() == 0  # the eager calls above each met a new shape too
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_eager_new_shapes_compile_nothing_and_recurring_shapes_compile_once(data_format):
+    gamma, beta, v = GAMMA, BETA, V
+    s0 = lambda x: cpu.evonorm_s0(x, gamma, beta, v, 4, data_format=data_format)  # noqa: E731
+    results = {}
+    for size in range(3, 3 + 2 * cpu_launch.SIZES_PER_CONFIGURATION):
+        results[size] = _forward_backward(s0, _input(size, 5, data_format))
+    assert _compiled_count() == 0
+    # A shape met again and again in a fresh configuration (batch 3) is compiled once, on its COMPILE_AFTER-th call.
+    x = _input(6, 7, data_format, batch=3)
+    first = _forward_backward(s0, x)
+    for _ in range(cpu_launch.COMPILE_AFTER + 2):
+        again = _forward_backward(s0, x)
+    assert len(cpu._s_forward.compiled) == 1 and len(cpu._s_backward.compiled) == 1
+    for a, b in zip(first, again):  # shape-generic graph and compiled kernel agree
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_configuration_meeting_many_sizes_stops_compiling():
+    """Sizes in rotation (multi-scale evaluation) stay on the shape-generic graph, even when they recur."""
+    sizes = range(3, 3 + cpu_launch.SIZES_PER_CONFIGURATION + 2)
+    for _ in range(cpu_launch.COMPILE_AFTER + 1):
+        for size in sizes:
+            _forward_backward(CALLS["b0"], _input(size, 4))
+    assert _compiled_count() <= 2 * cpu_launch.SIZES_PER_CONFIGURATION
+
+
+def test_compiled_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(cpu_launch, "MAX_COMPILED", 3)
+    for batch in range(1, 7):  # six configurations, one size each: each compiles
+        x = _input(4, 5, batch=batch)
+        for _ in range(cpu_launch.COMPILE_AFTER):
+            y = CALLS["s2"](x)
+    assert len(cpu._s_forward.compiled) == 3
+    np.testing.assert_allclose(y.numpy(), CALLS["s2"](x).numpy())
