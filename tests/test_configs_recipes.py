@@ -112,11 +112,12 @@ def test_efficientnet_b5_bn_baselines_bracket_the_authors_grouped_statistics():
     header = open(os.path.join(CONFIGS, "efficientnet_b5_bn_silu_tpu.yaml")).read()
     assert "groups of 8 on a v3-32, 512 images" in header and "per core (64 images)" in header
     assert "all 32 cores (2048 images" in header
-    assert per_core.task.model.backbone.evonorm_efficientnet.norm_activation.synchronized is False
-    assert synced.task.model.backbone.evonorm_efficientnet.norm_activation.synchronized is True
+    # The backbone's block leaves `synchronized` unset: Model Garden's model-level use_sync_bn decides.
+    for config, synchronized in ((per_core, False), (synced, True)):
+        assert config.task.model.backbone.evonorm_efficientnet.norm_activation.synchronized is None
+        assert config.task.model.norm_activation.use_sync_bn is synchronized
     # Apart from that one switch the two files are the same experiment.
-    synced.override({"task": {"model": {"backbone": {"evonorm_efficientnet": {"norm_activation": {
-        "synchronized": False}}}}}}, is_strict=True)
+    synced.override({"task": {"model": {"norm_activation": {"use_sync_bn": False}}}}, is_strict=True)
     assert synced.as_dict() == per_core.as_dict()
 
 

@@ -283,3 +283,17 @@ def test_first_steps_rejects_a_detection_experiment_in_one_line():
     assert run.returncode != 0
     assert run.stderr.strip().splitlines()[-1] == (
         "first_steps.py: --experiment=evonorm_maskrcnn_resnetfpn_coco is not an image classification experiment")
+
+
+def test_mode_eval_and_spinenet_launches():
+    run = _bash("launch_maskrcnn.sh", "evonorm_b0", "spinenet96", DRY_RUN="1", MODE="eval", MODEL_DIR="gs://b/runs",
+                DATA_DIR="gs://b/coco", ACCELERATOR_TYPE="v3-32")
+    assert run.returncode == 0, run.stderr
+    line = run.stdout.splitlines()[1]
+    assert "train.py --mode=eval --tpu=evonorm-tpu --experiment=evonorm_maskrcnn_spinenet_coco" in line
+    assert "--config_file=official_configs/maskrcnn_spinenet96_evonorm_b0_tpu.yaml" in line
+    for args, env in ((("evonorm_s0", "spinenet96"), {}), (("evonorm_b0", "spinenet50"), {}),
+                      (("evonorm_b0",), {"MODE": "predict"})):
+        bad = _bash("launch_maskrcnn.sh", *args, DRY_RUN="1", MODEL_DIR="gs://b/runs", DATA_DIR="gs://b/coco",
+                    ACCELERATOR_TYPE="v3-32", **env)
+        assert bad.returncode == 2 and bad.stdout == "" and len(bad.stderr.strip().splitlines()) == 1
