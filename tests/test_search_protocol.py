@@ -31,7 +31,7 @@ def test_digits_proxy_is_offline_standardised_and_holds_out_a_disjoint_split():
 
 def test_quality_threshold_sits_between_chance_and_what_a_constant_predictor_can_reach():
     config = search_config.SearchConfig(max_candidates=1)
-    assert (config.data, config.quality_steps, config.quality_threshold) == ("digits", 50, 0.2)
+    assert (config.data, config.quality_steps, config.quality_threshold) == ("digits", 100, 0.2)
     labels = proxy.load_data("digits", seed=config.seed).test_labels
     # A layer that hides the input makes the network predict one class at best.
     assert np.bincount(labels).max() / len(labels) < 0.75 * config.quality_threshold
