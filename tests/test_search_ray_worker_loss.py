@@ -43,7 +43,6 @@ def _kill_the_first_evaluating_worker(killed, stop):
         time.sleep(0.05)
 
 
-@pytest.mark.slow   # starts a local Ray (its start-up timed out on the loaded 2-core machine)
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds Ray workers through /proc")
 def test_a_worker_killed_mid_evaluation_loses_and_repeats_nothing(tmp_path):
     config = search_config.SearchConfig(
