@@ -44,9 +44,10 @@ class NormActivation(hyperparams.Config):
       momentum: moving-average momentum (BN and B-series). Layer default 0.9,
         as the authors' code.
       epsilon: added inside square roots. Layer default 1e-5, as the authors' code.
-      groups: group count (GN and S-series). Layer default 32. A layer whose
-        channel count it does not divide is an error at model construction
-        naming the layer, unless `adjust_groups` is true.
+      groups: group count (GN and S-series). Unset: 32, lowered where it
+        does not divide a layer's channels (the authors' rule, logged). A
+        value given here that does not divide a layer's channels is an error
+        at model construction naming the layer, unless `adjust_groups` is true.
       synchronized: batch statistics over all replicas (BN and B-series).
         Layer default False (per-replica statistics, as the authors' TPU runs).
       adjust_groups: true: a layer whose channels `groups` does not divide

@@ -18,10 +18,12 @@ count that divides its channels and is at most the requested `groups`: with
 1), 256 channels get 32. This is the rule of the authors' code (it lowers the
 group count until it divides the channels); it lets EfficientNet's 24-, 40-,
 112- or 144-channel layers use the S-series without an error mid-build.
-With `adjust_groups=False` (the default of Model Garden configs,
-`evonorm_tf.configs.NormActivation`) a group count that does not divide a
-layer's channels is instead a `ValueError` naming the layer, at model
-construction.
+The rule itself is `evonorm_tf.arguments.divisor_groups`. It applies to the
+default of 32 groups; a `groups` the user gives that does not divide a layer's
+channels is a `ValueError` naming the layer at model construction, unless
+`adjust_groups=True` (Model Garden configs: `norm_activation.adjust_groups`,
+false by default, true for EfficientNet). Every adjustment is recorded in the
+layer's config (`groups`) and logged once per backbone, listing the layers.
 """
 
 import collections.abc
@@ -45,8 +47,9 @@ class NormActFactory:
       data_format: `"channels_last"` or `"channels_first"`, passed to every layer.
       adjust_groups: True: `groups` follows the group rule above (each
         adjustment recorded in `adjusted_layers`, logged once per model by
-        `log_adjustments`); False: a layer whose channels `groups` does not
-        divide raises `ValueError`.
+        `log_adjustments`); False: a layer whose channels a given `groups`
+        does not divide raises `ValueError`. Without `groups` the default of
+        32 always follows the group rule (and is logged the same way).
       **options: layer arguments shared by every position (`epsilon`,
         `momentum`, `synchronized`, `groups`, ...). Options the layer class
         does not accept are ignored.
@@ -100,10 +103,12 @@ class NormActFactory:
             if kwargs.get("group_size") is not None:
                 kwargs["groups"] = None  # an explicit group size wins; it must divide
             else:
-                requested = kwargs.get("groups") or arguments.DEFAULT_GROUPS
+                # The default group count adjusts; a count the user gave adjusts only if asked to.
+                explicit = kwargs.get("groups") is not None
+                requested = kwargs["groups"] if explicit else arguments.DEFAULT_GROUPS
                 kwargs["groups"] = divisor_groups(requested, channels)
                 if kwargs["groups"] != requested:
-                    if not self.adjust_groups:
+                    if explicit and not self.adjust_groups:
                         raise ValueError(_indivisible_groups_message(self.name, name, requested, channels))
                     self.adjusted_layers.append((name, channels, requested, kwargs["groups"]))
         return registry.build(
