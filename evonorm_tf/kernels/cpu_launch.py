@@ -99,14 +99,15 @@ def _is_tensor(a):
 
 
 def _generic(cache, function, layout_index, args):
-    """Runs `function` as a graph traced once per configuration and tensor ranks and dtypes.
+    """Runs `function` as a graph traced once per configuration, channel count, tensor ranks and dtypes.
 
     Every dimension of the tensors is left unknown except the channels (the
     last axis of channels_last tensors of rank > 1, axis 1 of channels_first ones).
     """
     channel_axis = -1 if args[layout_index] else 1
     tensors = [i for i, a in enumerate(args) if _is_tensor(a)]
-    key = tuple((a.shape.rank, a.dtype) if _is_tensor(a) else a for a in args)
+    key = tuple((a.shape.rank, a.dtype, a.shape[channel_axis] if a.shape.rank > 1 else tuple(a.shape))
+                if _is_tensor(a) else a for a in args)
     if key not in cache:
         signature = []
         for i in tensors:
@@ -123,6 +124,8 @@ def _generic(cache, function, layout_index, args):
                 full[i] = value
             return function(*full)
 
+        if len(cache) >= 4 * MAX_COMPILED:
+            del cache[next(iter(cache))]
         cache[key] = tf.function(run, input_signature=signature, autograph=False)
     return cache[key](*[args[i] for i in tensors])
 
