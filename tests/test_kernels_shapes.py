@@ -95,3 +95,16 @@ def test_compiled_cache_is_bounded(monkeypatch):
             y = CALLS["s2"](x)
     assert len(cpu._s_forward.compiled) == 3
     np.testing.assert_allclose(y.numpy(), CALLS["s2"](x).numpy())
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_generic_graphs_are_per_channel_count(data_format):
+    """Two channel counts in the same layout each get their own shape-generic graph."""
+    for channels in (4, 8):
+        shape = [2, 3, 5, channels] if data_format == "channels_last" else [2, channels, 3, 5]
+        x = tf.random.stateless_normal(shape, seed=[channels, 0])
+        ones = tf.ones([channels])
+        y = cpu.evonorm_b_training("b0", x, ones, 0 * ones, ones, data_format=data_format)[0]
+        expected = cpu.evonorm_b_training("b0", x, ones, 0 * ones, ones, data_format=data_format)[0]
+        np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-6)
+        assert y.shape == x.shape

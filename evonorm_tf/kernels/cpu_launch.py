@@ -99,7 +99,7 @@ def _is_tensor(a):
 
 
 def _generic(cache, function, layout_index, args):
-    """Runs `function` as a graph traced once per configuration and tensor ranks and dtypes.
+    """Runs `function` as a graph traced once per configuration, channel count, tensor ranks and dtypes.
 
     Every dimension of the tensors is left unknown except the channels (the
     last axis of channels_last tensors of rank > 1, axis 1 of channels_first ones).
@@ -128,6 +128,8 @@ def _generic(cache, function, layout_index, args):
                 full[i] = value
             return function(*full)
 
+        if len(cache) >= 4 * MAX_COMPILED:
+            del cache[next(iter(cache))]
         cache[key] = tf.function(run, input_signature=signature, autograph=False)
     return cache[key](*[args[i] for i in tensors])
 
