@@ -32,7 +32,6 @@ dense classifier.
 
 import argparse
 import itertools
-import json
 import sys
 import time
 
@@ -41,11 +40,12 @@ import tensorflow as tf
 import tf_keras
 from scipy import stats
 
+from evonorm_tf.analysis.mixpath_report import combine, write_report
 from evonorm_tf.data import digits
 from evonorm_tf.modeling.layers.bn_recalibration import recalibrate_batch_norm
 from evonorm_tf.modeling.layers.multipath import MultiPathBlock, sample_path_mask
 
-__all__ = ["MixPathSupernet", "feature_similarity", "run_seed", "main"]
+__all__ = ["MixPathSupernet", "feature_similarity", "main", "run_seed"]
 
 KERNEL_SIZES = (3, 5, 7, 9)
 MAX_ACTIVE = 2
@@ -225,109 +225,11 @@ def run_seed(seed, split, children=8, supernet_epochs=12, child_epochs=5, batch_
     return result
 
 
-def summarize(results):
-    """Means over seeds of every reported figure."""
-    def mean_of(values):
-        values = [v for v in values if v is not None]
-        return float(np.mean(values)) if values else None
-
-    summary = {"seeds": [r["seed"] for r in results]}
-    for key in ("cosine", "variance_ratio"):
-        summary[f"{key}_at_init"] = mean_of([np.mean(r["similarity_at_init"][key]) for r in results])
-    for name in ("shadow_bn", "shared_bn"):
-        part = {"kendall_tau": [r[name]["kendall_tau"] for r in results],
-                "kendall_tau_without_recalibration": [r[name]["kendall_tau_without_recalibration"] for r in results]}
-        part["mean_kendall_tau"] = mean_of(part["kendall_tau"])
-        part["mean_kendall_tau_without_recalibration"] = mean_of(part["kendall_tau_without_recalibration"])
-        for key in ("cosine", "variance_ratio"):
-            part[f"{key}_after_training"] = mean_of(
-                [np.mean(r[name]["similarity_after_training"][key]) for r in results])
-        part["mean_supernet_accuracy_recalibrated"] = mean_of(
-            [np.mean(r[name]["supernet_accuracy_recalibrated"]) for r in results])
-        summary[name] = part
-    summary["mean_standalone_accuracy"] = mean_of([np.mean(r["standalone_accuracy"]) for r in results])
-    return summary
-
-
-def plot(results, path):
-    """Three panels: cosine similarity, variance ratio (per block), supernet vs stand-alone accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(1, 3, figsize=(16, 4.6), constrained_layout=True)
-    blocks = np.arange(1, len(results[0]["similarity_at_init"]["cosine"]) + 1)
-    series = (("at init", lambda r: r["similarity_at_init"]),
-              ("Shadow BN supernet, trained", lambda r: r["shadow_bn"]["similarity_after_training"]),
-              ("shared-BN supernet, trained", lambda r: r["shared_bn"]["similarity_after_training"]))
-    for axis, key, ylabel, references in (
-            (axes[0], "cosine", "cosine similarity of f_i + f_j and f_i", (0.7071, 1.0)),
-            (axes[1], "variance_ratio", "Var(f_i + f_j) / Var(f_i)", (2.0, 4.0))):
-        for offset, (label, get) in enumerate(series):
-            values = np.array([get(r)[key] for r in results])
-            axis.errorbar(blocks + 0.12 * (offset - 1), values.mean(0), yerr=values.std(0), marker="o",
-                          linestyle="", capsize=3, label=label)
-        for value, text in zip(references, ("independent paths", "identical paths")):
-            axis.axhline(value, color="grey", linestyle=":", linewidth=1)
-            axis.text(blocks[-1] + 0.3, value, text, fontsize=7, va="center")
-        axis.set_xticks(blocks)
-        axis.set_xlabel("block")
-        axis.set_ylabel(ylabel)
-        axis.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[0].set_title("summed (m = 2) vs single-path features")
-    axes[1].set_title("variance ratio (mean ± std over seeds)")
-    for name, marker in (("shadow_bn", "o"), ("shared_bn", "s")):
-        taus = [r[name]["kendall_tau"] for r in results]
-        label = "Shadow BN" if name == "shadow_bn" else "shared BN"
-        xs = np.concatenate([r["standalone_accuracy"] for r in results])
-        ys = np.concatenate([r[name]["supernet_accuracy_recalibrated"] for r in results])
-        tau_text = ", ".join("n/a" if t is None else f"{t:.2f}" for t in taus)
-        axes[2].scatter(xs, ys, marker=marker, alpha=0.7, label=f"{label} (Kendall τ per seed: {tau_text})")
-    axes[2].set_xlabel("stand-alone test accuracy of the child")
-    axes[2].set_ylabel("supernet test accuracy (BN recalibrated)")
-    axes[2].set_title(f"{len(results[0]['children'])} children × {len(results)} seeds")
-    axes[2].legend(fontsize=8)
-    axes[2].grid(True, alpha=0.3)
-    figure.suptitle("MixPath supernet on the digits: M = 2 of n = 4 paths per block")
-    figure.savefig(path, dpi=110)
-    pyplot.close(figure)
-    return path
-
-
 def _positive(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, received {text!r}")
     return value
-
-
-def _write(settings, results, output, plot_path):
-    summary = summarize(results)
-    with open(output, "w") as file:
-        json.dump({"settings": settings, "summary": summary, "runs": results}, file, indent=1)
-    print(json.dumps(summary, indent=1))
-    print(f"wrote {output}")
-    if plot_path:
-        print(f"wrote {plot(results, plot_path)}")
-
-
-def _combine(paths, output, plot_path, parser):
-    reports = []
-    for path in paths:
-        try:
-            with open(path) as file:
-                reports.append(json.load(file))
-        except (OSError, ValueError) as error:
-            parser.error(f"--combine: cannot read {path!r} ({error})")
-    settings = reports[0]["settings"]
-    for path, report in zip(paths, reports):
-        if report["settings"] != settings:
-            parser.error(f"--combine: {path!r} was run with other settings than {paths[0]!r}")
-    results = sorted((run for report in reports for run in report["runs"]), key=lambda run: run["seed"])
-    _write(settings, results, output, plot_path)
-    return 0
 
 
 def main(argv=None):
@@ -345,7 +247,10 @@ def main(argv=None):
                              "run in parallel) into --output and --plot")
     args = parser.parse_args(argv)
     if args.combine:
-        return _combine(args.combine, args.output, args.plot, parser)
+        try:
+            return combine(args.combine, args.output, args.plot)
+        except ValueError as error:
+            parser.error(str(error))
     if args.image_size < 8:
         parser.error(f"--image-size must be >= 8, received {args.image_size}")
     if args.children < 2:
@@ -357,7 +262,7 @@ def main(argv=None):
     results = [run_seed(seed, split, args.children, args.supernet_epochs, args.child_epochs,
                         log=lambda text: print(text, flush=True))
                for seed in args.seeds]
-    _write(settings, results, args.output, args.plot)
+    write_report(settings, results, args.output, args.plot)
     return 0
 
 
