@@ -15,7 +15,7 @@ costs `t / 2`; the bound is 3 passes forward (read x for the statistics,
 read x again, write y) and 8 passes forward+backward.
 
     python bench/layers.py                          # everything (minutes)
-    python bench/layers.py --quick                  # issue 3's table: BN vs the six EvoNorms, no XLA (~5 min)
+    python bench/layers.py --quick                  # BN vs the six EvoNorms, no XLA (~5 min)
     python bench/layers.py --shapes 32,28,28,512 --layers evonorm_b0,bn_fused --xla off
 
 The layers of one shape and XLA setting are timed interleaved: `--repeats`

@@ -1,7 +1,7 @@
 """Normalizer-free ResNets: Scaled WS convolution against NumPy float64, the NF block,
 the backbone's Model Garden registration and a short training run on the digits.
 
-References are written from arXiv:2101.08692 (REFERENCE.md §3), not from our code.
+References are written from arXiv:2101.08692, not from our code.
 """
 
 import math

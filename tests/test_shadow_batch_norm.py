@@ -1,6 +1,6 @@
 """Shadow Batch Normalization (MixPath) and the multi-path block, against NumPy float64.
 
-The reference below is written from the definition (REFERENCE.md §3): BN
+The reference below is written from the definition (MixPath, arXiv:2001.05887): BN
 number m normalizes the sum of m active paths; only its moving statistics move.
 """
 
