@@ -16,9 +16,11 @@ CONSOLE_LOGGING = os.path.join(ROOT, "evonorm_tf", "console_logging.py")
 
 
 def _without_level(**extra):
-    environment = dict(os.environ, PYTHONPATH=ROOT, **extra)
+    """The test's environment without a user-set C++ log level, plus `extra`."""
+    environment = dict(os.environ, PYTHONPATH=ROOT)
     for name in ("TF_CPP_MIN_LOG_LEVEL", "EVONORM_TF_QUIET_NATIVE_LOGS"):
         environment.pop(name, None)
+    environment.update(extra)
     return environment
 
 
