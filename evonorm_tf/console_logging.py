@@ -108,11 +108,19 @@ def _filter_descriptor_2():
 
 
 class _OrbitEchoFilter(logging.Filter):
-    """Drops the log records of Orbit's controller progress lines (also printed to stdout)."""
+    """Drops the log records of Orbit's controller progress lines (also printed to stdout).
+
+    Orbit's `controller._log` prints and logs; absl skips that frame, so the
+    record names its caller. Every INFO record of orbit/controller.py comes
+    from `_log` but its checkpoint-sync notice, which is not printed.
+    """
+
+    NOT_PRINTED = ("Sync on async checkpoint saving.",)
 
     def filter(self, record):
-        return not (record.funcName == "_log" and record.pathname.replace("\\", "/").endswith(
-            "orbit/controller.py"))
+        from_controller = record.pathname.replace("\\", "/").endswith("orbit/controller.py")
+        return not (from_controller and record.levelno == logging.INFO
+                    and record.getMessage() not in self.NOT_PRINTED)
 
 
 def drop_orbit_echo():

@@ -9,7 +9,6 @@ a traceback instead (evonorm_tf/command_line.py).
 """
 
 import os
-import re
 import subprocess
 import sys
 
@@ -78,8 +77,6 @@ CASES = [
         t, "--params_override=task.model.backbone.evonorm_resnet.model_id=11"), "model_id=11"),
     ("train-groups-zero", lambda t: _train(
         t, f"--params_override={BACKBONE}.type=evonorm_s0,{BACKBONE}.groups=0"), "groups"),
-    ("train-groups-not-dividing", lambda t: _train(
-        t, f"--params_override={BACKBONE}.type=evonorm_s0,{BACKBONE}.groups=3"), "groups=3"),
     ("train-input-path-matches-nothing", lambda t: _train(
         t, f"--params_override=task.train_data.input_path={t}/nowhere/train*", data=False), "nowhere"),
     ("train-negative-train-steps", lambda t: _train(t, "--params_override=trainer.train_steps=-5"), "-5"),
@@ -170,10 +167,6 @@ CI_CASES = ("train-missing-config-file", "train-groups-zero", "train-input-path-
             "signal-unknown-backbone", "gan-negative-steps")
 
 
-# Found while the model is built, after the run's first absl INFO lines (configuration, strategy):
-# there the error is the one line besides them.
-AFTER_INFO_LOGS = ("train-groups-not-dividing",)
-ABSL_INFO = re.compile(r"^[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\]|^ |^\{|^Instructions for updating")
 
 
 def _params():
@@ -188,8 +181,6 @@ def test_bad_input_gives_one_line_and_a_nonzero_exit(name, make_command, expecte
     run = subprocess.run(command, capture_output=True, text=True, env=_environment(command), cwd=ROOT,
                          timeout=600)
     lines = [line for line in run.stderr.splitlines() if line.strip()]
-    if name in AFTER_INFO_LOGS:
-        lines = [line for line in lines if not ABSL_INFO.match(line)]
     assert run.returncode != 0, f"exit 0 for {command}: {run.stdout[-2000:]}"
     assert "Traceback" not in run.stderr + run.stdout, run.stderr[-3000:]
     assert len(lines) == 1, "\n".join(lines[-20:])

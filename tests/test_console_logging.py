@@ -16,9 +16,11 @@ CONSOLE_LOGGING = os.path.join(ROOT, "evonorm_tf", "console_logging.py")
 
 
 def _without_level(**extra):
-    environment = dict(os.environ, PYTHONPATH=ROOT, **extra)
+    """The test's environment without a user-set C++ log level, plus `extra`."""
+    environment = dict(os.environ, PYTHONPATH=ROOT)
     for name in ("TF_CPP_MIN_LOG_LEVEL", "EVONORM_TF_QUIET_NATIVE_LOGS"):
         environment.pop(name, None)
+    environment.update(extra)
     return environment
 
 
@@ -125,3 +127,18 @@ def test_train_console_shows_each_model_garden_line_once(tmp_path):
               and any(line.strip().endswith(message) for message in messages)]
     assert not echoed, echoed[:10]
     assert "retracing" not in console
+
+
+def test_orbit_echo_filter_drops_only_printed_controller_lines():
+    """absl names `_log`'s caller, so the filter goes by file and level (unit check of the rule)."""
+    import logging
+
+    echo_filter = _load_console_logging()._OrbitEchoFilter()
+
+    def record(path, message, level=logging.INFO):
+        return logging.LogRecord("absl", level, path, 535, message, None, None, func="train")
+
+    assert not echo_filter.filter(record("/site-packages/orbit/controller.py", "train | step: 2 | ..."))
+    assert echo_filter.filter(record("/site-packages/orbit/controller.py", "Sync on async checkpoint saving."))
+    assert echo_filter.filter(record("/site-packages/orbit/controller.py", "slow", logging.WARNING))
+    assert echo_filter.filter(record("/site-packages/official/core/train_utils.py", "Saving experiment"))

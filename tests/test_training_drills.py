@@ -1,7 +1,7 @@
 """Failure drills: a training run killed with SIGKILL resumes; two localhost workers train together.
 
 * SIGKILL drill: `tpu_scripts/train.py` on the CPU smoke config is killed
-  (SIGKILL, no chance to clean up) once its first checkpoint is written, then
+  (SIGKILL, no chance to clean up) once its first checkpoint is committed, then
   run again with the same `--model_dir`: it resumes from the newest
   checkpoint and reaches the same final step; every checkpoint on disk
   loads; the training-loss summaries continue (finite, every interval's step
@@ -87,10 +87,12 @@ def test_sigkill_during_training_then_resume(records, tmp_path):
     process = subprocess.Popen(_train_command(model_dir, records, steps), env=_environment(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 1800
-    while not glob.glob(str(model_dir / "ckpt-2.index")):
+    # Kill once a checkpoint is committed (listed in the `checkpoint` state file, written after
+    # the checkpoint's files): killed earlier, the run rightly starts again from step 0.
+    while tf.train.latest_checkpoint(str(model_dir)) is None:
         assert process.poll() is None, f"training ended before its first checkpoint: {process.stderr.read()}"
         assert time.time() < deadline, "no checkpoint within 30 minutes"
-        time.sleep(0.2)
+        time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL

@@ -84,6 +84,13 @@ def check_flags():
         raise command_line.CommandLineError(f"--cpu_replicas must be >= 0, received {FLAGS.cpu_replicas}")
     if tf.io.gfile.exists(FLAGS.model_dir) and not tf.io.gfile.isdir(FLAGS.model_dir):
         raise command_line.CommandLineError(f"--model_dir={FLAGS.model_dir!r} is a file, not a folder")
+    override = (FLAGS.params_override or "").strip()
+    if override and "=" not in override and not tf.io.gfile.exists(override):
+        # Model Garden reads an override without `=` as a YAML file.
+        raise command_line.CommandLineError(
+            f"--params_override={override!r} is neither comma-separated key=value pairs "
+            "(task.model.num_classes=10,...) nor an existing YAML file"
+        )
     for path in FLAGS.config_file or ():
         if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
             raise command_line.CommandLineError(f"--config_file={path!r}: no such YAML file")
@@ -152,6 +159,7 @@ def check_counts(params):
 
 def parse_experiment():
     """Model Garden's configuration parsing, with configuration errors reported in one line."""
+    import tensorflow as tf
     from official.core import exp_factory, train_utils
 
     from evonorm_tf.configs import EXPERIMENTS
@@ -166,7 +174,7 @@ def parse_experiment():
     check_flags()
     try:
         params = train_utils.parse_configuration(FLAGS, print_return=False)
-    except (KeyError, ValueError, TypeError, AttributeError) as error:
+    except (KeyError, ValueError, TypeError, AttributeError, tf.errors.OpError) as error:
         raise command_line.CommandLineError(
             f"invalid configuration for {FLAGS.experiment!r}: {command_line.one_line(error)}"
         ) from error
