@@ -112,3 +112,15 @@ def test_bad_arguments():
         standing_statistics.accumulate_standing_statistics(G, 0, 4, 10)
     with pytest.raises(ValueError, match="batch_size must be an int >= 2, received 1"):
         standing_statistics.accumulate_standing_statistics(G, 8, 1, 10)
+
+
+def test_snapshot_restores_the_ema_statistics():
+    G = _generator("evonorm_b0")
+    before = [v.numpy() for v in standing_statistics.statistics_variables(G)]
+    restore = standing_statistics.snapshot_statistics(G)
+    standing_statistics.accumulate_standing_statistics(G, 8, 4, 10)
+    assert any(np.abs(b - v.numpy()).max() > 1e-3
+               for b, v in zip(before, standing_statistics.statistics_variables(G)))
+    restore()
+    for b, v in zip(before, standing_statistics.statistics_variables(G)):
+        np.testing.assert_array_equal(b, v.numpy())

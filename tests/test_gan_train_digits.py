@@ -1,5 +1,6 @@
 """The digits BigGAN driver: flags, sample grids, and (slow) an end-to-end run with resume."""
 
+import dataclasses
 import glob
 import os
 
@@ -12,7 +13,7 @@ from evonorm_tf.gan import train_digits
 def _tiny(model_dir, steps):
     return train_digits.DigitsGANConfig(
         model_dir=str(model_dir), ch=4, groups=4, z_dim=16, shared_dim=8, batch_size=4,
-        discriminator_steps=1, steps=steps, eval_every=2, eval_samples=40)
+        discriminator_steps=1, steps=steps, eval_every=2, eval_samples=40, standing_samples=16)
 
 
 def test_parse_args_overrides_defaults():
@@ -44,6 +45,10 @@ def test_run_writes_samples_summaries_checkpoints_and_resumes(tmp_path):
     assert 1.0 <= result["inception_score_digits_classifier"] <= 10.0
     assert os.path.exists(tmp_path / "samples_000002.png")
     assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
-    result = train_digits.run(_tiny(tmp_path, 4), log=lines.append)
+    config = dataclasses.replace(_tiny(tmp_path, 4), truncation_curve="1.0,0.5")
+    result = train_digits.run(config, log=lines.append)
+    # The truncation curve at the last step: untruncated, then each threshold.
+    assert [point["truncation"] for point in result["truncation_curve"]] == [None, 1.0, 0.5]
+    assert all(np.isfinite(point["fid_digits_classifier"]) for point in result["truncation_curve"])
     assert any("resumed" in line and "step 2" in line for line in lines)
     assert result["step"] == 4 and os.path.exists(tmp_path / "samples_000004.png")

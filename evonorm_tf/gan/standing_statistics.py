@@ -27,7 +27,12 @@ import tensorflow as tf
 from evonorm_tf.gan.spectral_norm import SpectralNormalization
 from evonorm_tf.gan.truncation import sample_latents
 
-__all__ = ["accumulate_standing_statistics", "batch_statistics_layers", "statistics_variables"]
+__all__ = [
+    "accumulate_standing_statistics",
+    "batch_statistics_layers",
+    "snapshot_statistics",
+    "statistics_variables",
+]
 
 _STATISTICS = ("moving_mean", "moving_variance")
 # One traced training-mode forward per generator (traced with momentum 0).
@@ -44,6 +49,23 @@ def statistics_variables(model):
     """The moving-statistics variables of `model`'s batch-statistics layers, in layer order."""
     return [getattr(layer, name) for layer in batch_statistics_layers(model)
             for name in _STATISTICS if hasattr(layer, name)]
+
+
+def snapshot_statistics(model):
+    """Saves `model`'s moving statistics; returns a function that restores them.
+
+    Evaluation replaces the EMA generator's statistics by standing ones and
+    then restores the EMA's, so the trained state (and a checkpoint written
+    after an evaluation) does not depend on when evaluations ran.
+    """
+    variables = statistics_variables(model)
+    values = [variable.numpy() for variable in variables]
+
+    def restore():
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
+    return restore
 
 
 def accumulate_standing_statistics(generator, num_samples, batch_size, num_classes, seed=0,

@@ -47,7 +47,8 @@ from evonorm_tf.configs import biggan as biggan_config
 from evonorm_tf.gan import evaluation, fid_inception
 from evonorm_tf.gan.discriminator import Discriminator
 from evonorm_tf.gan.generator import Generator
-from evonorm_tf.gan.standing_statistics import accumulate_standing_statistics
+from evonorm_tf.gan.standing_statistics import (accumulate_standing_statistics,
+                                                snapshot_statistics)
 from evonorm_tf.gan.training import GANTrainer
 
 __all__ = ["BigGANTask", "GANOrbitTrainer", "sample_grid"]
@@ -264,6 +265,7 @@ class GANOrbitTrainer(orbit.StandardTrainer, orbit.StandardEvaluator):
         if self._feature_network is None:
             self._feature_network = self._task.build_feature_network()
         config = self._config.evaluation
+        self._restore_statistics = snapshot_statistics(self.gan.ema_generator)
         if config.standing_samples:
             accumulate_standing_statistics(
                 self.gan.ema_generator, config.standing_samples,
@@ -315,6 +317,7 @@ class GANOrbitTrainer(orbit.StandardTrainer, orbit.StandardEvaluator):
         splits = min(self._config.evaluation.inception_score_splits, len(logits))
         score, score_std = evaluation.inception_score(logits, splits=splits)
         self._write_samples()
+        self._restore_statistics()  # the EMA's own statistics again (standing ones were for eval)
         names = evaluation.metric_names(self._feature_network)
         return {names["fid"]: evaluation.frechet_distance(*self._real_statistics, *fake),
                 names["inception_score"]: score, names["inception_score_std"]: score_std}

@@ -34,7 +34,8 @@ from evonorm_tf.factory import NORM_ACT_NAMES
 from evonorm_tf.gan import evaluation
 from evonorm_tf.gan.discriminator import Discriminator
 from evonorm_tf.gan.generator import Generator
-from evonorm_tf.gan.standing_statistics import accumulate_standing_statistics
+from evonorm_tf.gan.standing_statistics import (accumulate_standing_statistics,
+                                                snapshot_statistics)
 from evonorm_tf.gan.training import GANTrainer
 from evonorm_tf.gan.truncation import check_truncation, sample_latents, truncation_curve
 
@@ -164,6 +165,7 @@ def run(config, log=print):
             for name, value in metrics.items():
                 tf.summary.scalar(f"train/{name}", value)
         if step % config.eval_every == 0 or step == config.steps:
+            restore_statistics = snapshot_statistics(trainer.ema_generator)
             scores = evaluate(trainer.ema_generator, feature_network, real_statistics,
                               config.eval_samples, config.seed,
                               standing_samples=config.standing_samples,
@@ -172,6 +174,7 @@ def run(config, log=print):
             grid = sample_grid(trainer.ema_generator, seed=config.seed)
             tf.io.write_file(os.path.join(config.model_dir, f"samples_{step:06d}.png"),
                              tf.io.encode_png(grid))
+            restore_statistics()  # checkpoints hold the EMA's own statistics
             with writer.as_default(step=step):
                 for name, value in scores.items():
                     tf.summary.scalar(f"eval/{name}", value)
@@ -188,6 +191,7 @@ def run(config, log=print):
                 for point in result["truncation_curve"]:
                     scores = {k: v for k, v in point.items() if k != "truncation"}
                     log(f"step {step} truncation {point['truncation']}: {_format(scores)}")
+                restore_statistics()
     writer.flush()
     return result
 
