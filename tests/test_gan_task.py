@@ -19,7 +19,7 @@ from official.core import exp_factory, task_factory, train_lib
 import evonorm_tf.configs  # noqa: F401  (registers the experiments and the task)
 from evonorm_tf.configs import biggan
 from evonorm_tf.gan import architectures, evaluation
-from evonorm_tf.gan.task import BigGANTask, GANOrbitTrainer
+from evonorm_tf.configs.biggan_task import BigGANTask, GANOrbitTrainer
 
 RESOLUTION = 8
 

@@ -33,7 +33,7 @@ from evonorm_tf.configs.image_classification import (
 
 from evonorm_tf.configs import maskrcnn  # noqa: F401,E402  (registers the Mask R-CNN experiment)
 from evonorm_tf.configs import biggan  # noqa: F401,E402  (BigGAN experiments)
-from evonorm_tf.gan import task as _biggan_task  # noqa: F401,E402  (registers BigGANTask)
+from evonorm_tf.configs import biggan_task as _biggan_task  # noqa: F401,E402  (registers BigGANTask)
 
 EXPERIMENTS = (
     "evonorm_resnet_imagenet",

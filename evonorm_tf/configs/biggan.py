@@ -18,7 +18,7 @@ Registered experiments (`--experiment=...` of `tpu_scripts/train.py`):
   (`evaluation.digits_feature_network`). Same settings as
   `python -m evonorm_tf.gan.train_digits`.
 
-Both run `evonorm_tf.gan.task.BigGANTask` (two optimizers, its own Orbit
+Both run `evonorm_tf.configs.biggan_task.BigGANTask` (two optimizers, its own Orbit
 trainer; see that module). `ExperimentConfig.validate()` (called by Model
 Garden after YAML files and overrides are merged) rejects bad values with a
 ValueError naming the key.
