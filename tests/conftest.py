@@ -1,8 +1,13 @@
 """Test setup: quiet TensorFlow logs and two logical CPU devices for distribution tests."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# The test folders (core, garden, gan, search, neighbours, project) share the
+# helpers at this level: the float64 reference, layer cases, model checks.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -1,4 +1,4 @@
-"""One worker of the MultiWorkerMirroredStrategy drill (run by tests/test_training_drills.py).
+"""One worker of the MultiWorkerMirroredStrategy drill (run by tests/project/test_training_drills.py).
 
     TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:P0", "127.0.0.1:P1"]}, "task": {"type": "worker", "index": i}}' \
         python tests/multi_worker_task.py OUTPUT.npz

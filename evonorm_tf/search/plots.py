@@ -1,7 +1,7 @@
 """Plots of searches: best accuracy so far against compute and against candidates evaluated.
 
 Every figure uses a constrained layout, so axis labels and titles stay inside
-the figure and do not overlap (`tests/test_search_plots.py` checks it).
+the figure and do not overlap (`tests/search/test_search_plots.py` checks it).
 """
 
 import os

@@ -306,7 +306,7 @@ def _parse_nodes(text):
     return tuple(nodes)
 
 
-# The six EvoNorms in this space (see tests/test_search_space.py and docs/search.md).
+# The six EvoNorms in this space (see tests/search/test_search_space.py and docs/search.md).
 # `exp(zero)` is the constant 1 of B1; `v1` (initialised to 1) is B0's and S0's v.
 EVONORM_GRAPHS = {
     "evonorm_b0": "std_bwh(0);mul(0,3);std_wh(0);add(5,6);max(4,7);div(0,8)",

@@ -362,7 +362,7 @@ def test_official_yaml_files_merge_and_validate(name, norm):
 
     experiment = "evonorm_biggan_digits" if "digits" in name else "evonorm_biggan_imagenet128"
     params = exp_factory.get_exp_config(experiment)
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         "official_configs", name)
     params = hyperparams.override_params_dict(params, path, is_strict=True)
     params.validate()

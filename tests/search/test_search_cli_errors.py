@@ -10,7 +10,7 @@ from evonorm_tf.search import __main__ as cli
 from evonorm_tf.search import config as search_config
 from evonorm_tf.search import store
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run(argv, capsys):

@@ -19,7 +19,7 @@ from evonorm_tf.tf_keras import EvoNormB0, EvoNormS1
 
 import norm_act_model_checks as checks
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Classification YAMLs; the Mask R-CNN ones (maskrcnn_*) are checked in test_maskrcnn_configs.py,
 # the BigGAN ones (biggan*) in test_gan_task.py.
 YAMLS = sorted(

@@ -19,7 +19,7 @@ import tensorflow as tf
 from official.vision.dataloaders import tf_example_decoder
 from pycocotools import mask as mask_utils
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "tpu_scripts", "prepare_coco.py")
 IMAGE_SIZE = 64
 COUNTS = {"train": 6, "val": 3}

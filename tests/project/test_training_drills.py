@@ -13,7 +13,7 @@
   small model trains with identical losses on both workers.
 
 Both start several TensorFlow processes (tens of seconds each on 2 cores):
-`@pytest.mark.slow`, run with `pytest -m slow tests/test_training_drills.py`.
+`@pytest.mark.slow`, run with `pytest -m slow tests/project/test_training_drills.py`.
 """
 
 import glob
@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from multi_worker_task import SHAPE, TRAIN_STEPS, global_batch, make_layer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "tpu_scripts", "train.py")
 SMOKE_YAML = os.path.join(ROOT, "official_configs", "resnet_evonorm_b0_cpu_smoke.yaml")
 WORKER = os.path.join(ROOT, "tests", "multi_worker_task.py")

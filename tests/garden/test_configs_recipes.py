@@ -25,7 +25,7 @@ from official.modeling import hyperparams
 
 import evonorm_tf.configs  # noqa: F401  (registers the experiments)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "official_configs")
 EFFICIENTNET_YAMLS = sorted(glob.glob(os.path.join(CONFIGS, "efficientnet_b[05]_*.yaml")))
 RESNET_YAMLS = sorted(glob.glob(os.path.join(CONFIGS, "resnet50_*.yaml")))

@@ -20,7 +20,7 @@ from official.modeling import hyperparams
 
 import evonorm_tf.configs  # noqa: F401  (registers the experiments)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "official_configs")
 EXPERIMENT = "evonorm_maskrcnn_resnetfpn_coco"
 TPU_YAMLS = sorted(glob.glob(os.path.join(CONFIGS, "maskrcnn_resnet50fpn_*_tpu.yaml")))

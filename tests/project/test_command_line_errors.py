@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "tpu_scripts", "train.py")
 PREPARE_COCO = os.path.join(ROOT, "tpu_scripts", "prepare_coco.py")
 PREPARE_IMAGENET = os.path.join(ROOT, "tpu_scripts", "prepare_imagenet.py")

@@ -266,7 +266,7 @@ def test_tpu_yaml_loads_strictly():
     import os
 
     path = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
         "official_configs", "maskrcnn_spinenet49_evonorm_b0_tpu.yaml",
     )
     config = _experiment(path)

@@ -21,7 +21,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "tpu_scripts", "train.py")
 SMOKE_YAML = os.path.join(ROOT, "official_configs", "maskrcnn_resnetfpn_cpu_smoke.yaml")
 AP_KEYS = ("AP", "AP50", "mask_AP", "mask_AP50")

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Top-level import name → the distribution that provides it (setup.py spelling).
 DISTRIBUTION_OF_MODULE = {

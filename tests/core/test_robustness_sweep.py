@@ -169,7 +169,7 @@ def main():
 
 
 if __name__ == "__main__":
-    # python tests/test_robustness_sweep.py  (from the repository root, PYTHONPATH=.)
+    # python tests/core/test_robustness_sweep.py  (from the repository root, PYTHONPATH=.:tests)
     import conftest  # noqa: F401  (the test set-up: quiet logs, two logical CPUs)
 
     main()

@@ -10,7 +10,7 @@ import pytest
 
 from evonorm_tf.search import store
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--method", "evolution", "--anchors", "resnet", "--num-train", "128", "--num-test", "64",
         "--train-steps", "3", "--quality-steps", "3", "--quality-threshold", "0",
         "--stability-steps", "2", "--population-size", "2", "--tournament-size", "2",

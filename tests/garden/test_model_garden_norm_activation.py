@@ -199,7 +199,7 @@ def test_paper_yamls_put_the_norm_options_in_the_model_level_block():
     from official.core import exp_factory
     from official.modeling import hyperparams
 
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "official_configs")
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "official_configs")
     paths = sorted(p for p in glob.glob(os.path.join(root, "*_[tg]pu.yaml")) if "biggan" not in p)
     assert len(paths) == 25  # ResNet-50, EfficientNet-B0/B5 and Mask R-CNN paper runs
     for path in paths:

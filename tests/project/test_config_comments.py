@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "official_configs", "*.yaml")))
 SCRIPT = re.compile(r"tpu_scripts/(\w+)\.py")
 FLAG = re.compile(r"(?<![\w-])--(\w+)")

@@ -21,7 +21,7 @@ from official.modeling import hyperparams
 import evonorm_tf.configs  # noqa: F401  (registers the experiments)
 from evonorm_tf.configs import image_classification, maskrcnn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "official_configs")
 IMAGENET_YAMLS = sorted(glob.glob(os.path.join(CONFIGS, "resnet50_*.yaml"))
                         + glob.glob(os.path.join(CONFIGS, "efficientnet_b[05]_*.yaml")))
