@@ -107,6 +107,9 @@ class NormActSpineNet(hyperparams.Config):
 
     `model_id` is a key of `SPINENET_SCALING` ('49S', '49', '96', '143',
     '143L', '190'); `min_level`/`max_level` must equal the Mask R-CNN model's.
+    Its norm-act adjusts group counts by default (`adjust_groups: true`): the
+    scaled block widths (e.g. 164 channels in SpineNet-49S) are not multiples
+    of the usual group counts.
     """
 
     model_id: str = "49"
@@ -115,7 +118,9 @@ class NormActSpineNet(hyperparams.Config):
     stochastic_depth_drop_rate: float = 0.0
     zero_init_residual: bool = False
     activation: str = "relu"
-    norm_activation: NormActivation = dataclasses.field(default_factory=NormActivation)
+    norm_activation: NormActivation = dataclasses.field(
+        default_factory=lambda: NormActivation(adjust_groups=True)
+    )
 
 
 @dataclasses.dataclass
@@ -139,6 +144,9 @@ def check_norm_activation(key, norm_act_config, model_norm_activation=None):
 
     if not isinstance(norm_act_config.adjust_groups, bool):
         raise ValueError(f"{key}.adjust_groups must be true or false, received {norm_act_config.adjust_groups!r}")
+    groups = norm_act_config.groups
+    if groups is not None and (isinstance(groups, bool) or not isinstance(groups, int) or groups < 1):
+        raise ValueError(f"{key}.groups must be a positive integer, received {groups!r}")
     try:
         norm_act_lib.norm_act_factory_from_config(norm_act_config, model_norm_activation=model_norm_activation)
     except (TypeError, ValueError) as error:

@@ -41,7 +41,7 @@ import tensorflow as tf
 import tf_keras
 from official.core import base_task, task_factory
 
-from evonorm_tf import factory
+from evonorm_tf import factory, registry
 from evonorm_tf import tf_keras as evonorm_tf_keras  # noqa: F401  (registers the tf_keras front-end)
 from evonorm_tf.configs import biggan as biggan_config
 from evonorm_tf.gan import evaluation, fid_inception

@@ -89,9 +89,10 @@ def test_trainer_adds_the_penalty_to_the_generator_step_only():
     plain, regularised = trainer(0.0), trainer(1.0)
     for gan in (plain, regularised):
         gan.train_step(images, labels)
+    # D's update is the same (up to the order of multi-threaded float sums); G's is not.
     for a, b in zip(plain.discriminator.weights, regularised.discriminator.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    changed = [np.abs(a.numpy() - b.numpy()).max() > 0 for a, b in zip(
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-8)
+    changed = [np.abs(a.numpy() - b.numpy()).max() > 1e-5 for a, b in zip(
         losses.regularized_kernels(plain.generator), losses.regularized_kernels(regularised.generator))]
     assert sum(changed) > len(changed) // 2
     with pytest.raises(ValueError, match="orthogonal_regularization must be a number >= 0"):

@@ -30,9 +30,9 @@ def _experiment(**norm_activation):
 @pytest.mark.parametrize("field, value, message", [
     ("groups", 0, "groups must be a positive integer, received 0"),
     ("groups", -4, "received -4"),
-    ("epsilon", -1e-5, "epsilon must be a number > 0, received -1e-05"),
-    ("momentum", 1.0, "momentum must be a number in [0, 1), received 1.0"),
-    ("type", "evonorm_s9", "'evonorm_s9' is not a norm-act"),
+    ("epsilon", -1e-5, "epsilon must be > 0, received epsilon=-1e-05"),
+    ("momentum", 1.0, "momentum must be in [0, 1), received momentum=1.0"),
+    ("type", "evonorm_s9", "unknown norm-act name 'evonorm_s9'"),
 ])
 def test_bad_norm_act_fields_fail_validation_naming_the_key(field, value, message):
     config = _experiment(**{field: value})
