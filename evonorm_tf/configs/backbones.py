@@ -147,6 +147,12 @@ def check_norm_activation(key, norm_act_config, model_norm_activation=None):
     groups = norm_act_config.groups
     if groups is not None and (isinstance(groups, bool) or not isinstance(groups, int) or groups < 1):
         raise ValueError(f"{key}.groups must be a positive integer, received {groups!r}")
+    epsilon, momentum = norm_act_config.epsilon, norm_act_config.momentum
+    if epsilon is not None and (isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0):
+        raise ValueError(f"{key}.epsilon must be > 0, received epsilon={epsilon!r}")
+    if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, (int, float))
+                                 or not 0 <= momentum < 1):
+        raise ValueError(f"{key}.momentum must be in [0, 1), received momentum={momentum!r}")
     try:
         norm_act_lib.norm_act_factory_from_config(norm_act_config, model_norm_activation=model_norm_activation)
     except (TypeError, ValueError) as error:

@@ -202,7 +202,7 @@ def evonorm_maskrcnn_spinenet_coco() -> cfg.ExperimentConfig:
                 min_level=spinenet.min_level,
                 max_level=spinenet.max_level,
                 stochastic_depth_drop_rate=spinenet.stochastic_depth_drop_rate,
-                norm_activation=NormActivation(type="evonorm_b0"),
+                norm_activation=NormActivation(type="evonorm_b0", adjust_groups=True),
             ),
         ),
         Decoder(type="identity"),
