@@ -124,9 +124,19 @@ class _OrbitEchoFilter(logging.Filter):
 
 
 def drop_orbit_echo():
-    """Makes each Orbit progress line appear once on the console (stdout), not twice."""
+    """Makes each Orbit progress line, and each TensorFlow log line, appear once on the console.
+
+    Orbit's progress lines are printed to stdout: their absl copy is dropped.
+    TensorFlow's Python logger gets its own stderr handler (Python's basic
+    format, `INFO:tensorflow:...`) when it is first used, and also passes its
+    records on to absl's handler on the root logger: its own handler goes.
+    """
     from absl import logging as absl_logging
 
     handler = absl_logging.get_absl_handler()
     if not any(isinstance(existing, _OrbitEchoFilter) for existing in handler.filters):
         handler.addFilter(_OrbitEchoFilter())
+    tensorflow_logger = logging.getLogger("tensorflow")
+    if handler in logging.getLogger().handlers and tensorflow_logger.propagate:
+        for own in list(tensorflow_logger.handlers):
+            tensorflow_logger.removeHandler(own)
