@@ -6,7 +6,7 @@ and its tests: both front-ends build their layer class from the spec, and the
 factories, `NORM_ACT_NAMES` and the extensions read it from the registry.
 """
 
-from evonorm_tf import arguments, norm_act_core as core, registry
+from evonorm_tf import arguments, baseline_core, norm_act_core as core, registry
 from evonorm_tf.registry import NormActSpec
 
 _PAPER = "Liu, Brock, Simonyan, Le. Evolving Normalization-Activation Layers. arXiv:2004.02967"
@@ -15,19 +15,19 @@ _B_DEFAULTS = {"epsilon": 1e-5, "momentum": 0.9}
 _S_DEFAULTS = {"epsilon": 1e-5, "groups": arguments.DEFAULT_GROUPS}
 
 BUILT_IN = (
-    NormActSpec("bn_relu", "BatchNormReLU", core.BatchNormActCore, "batch_norm",
+    NormActSpec("bn_relu", "BatchNormReLU", baseline_core.BatchNormActCore, "batch_norm",
                 "relu((x − mean_bhw) / sqrt(s2_bhw + ε)·γ + β)", batch_dependent=True,
                 post_activation="relu", defaults=_B_DEFAULTS, keras_base="BatchNormalization"),
-    NormActSpec("bn_silu", "BatchNormSiLU", core.BatchNormActCore, "batch_norm",
+    NormActSpec("bn_silu", "BatchNormSiLU", baseline_core.BatchNormActCore, "batch_norm",
                 "silu((x − mean_bhw) / sqrt(s2_bhw + ε)·γ + β)", batch_dependent=True,
                 post_activation="silu", defaults=_B_DEFAULTS, keras_base="BatchNormalization"),
-    NormActSpec("gn_relu", "GroupNormReLU", core.GroupNormActCore, "group_norm",
+    NormActSpec("gn_relu", "GroupNormReLU", baseline_core.GroupNormActCore, "group_norm",
                 "relu((x − mean_hwg) / sqrt(s2_hwg + ε)·γ + β)", batch_dependent=False,
                 post_activation="relu", defaults=_S_DEFAULTS),
-    NormActSpec("gn_silu", "GroupNormSiLU", core.GroupNormActCore, "group_norm",
+    NormActSpec("gn_silu", "GroupNormSiLU", baseline_core.GroupNormActCore, "group_norm",
                 "silu((x − mean_hwg) / sqrt(s2_hwg + ε)·γ + β)", batch_dependent=False,
                 post_activation="silu", defaults=_S_DEFAULTS),
-    NormActSpec("frn_tlu", "FilterResponseNormTLU", core.FilterResponseNormTLUCore,
+    NormActSpec("frn_tlu", "FilterResponseNormTLU", baseline_core.FilterResponseNormTLUCore,
                 "filter_response_norm", "max(x / sqrt(mu2_hw + ε)·γ + β, τ)", batch_dependent=False,
                 post_activation="tlu", defaults={"epsilon": 1e-5}),
     NormActSpec("evonorm_b0", "EvoNormB0", core.EvoNormB0Core, "evonorm_b",

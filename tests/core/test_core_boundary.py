@@ -14,7 +14,7 @@ import sys
 import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "evonorm_tf")
-EXTENSIONS = ("analysis", "command_line", "configs", "data", "demo", "gan", "modeling", "neighbours", "search")
+EXTENSIONS = ("analysis", "command_line", "configs", "data", "demo", "demo_report", "gan", "modeling", "neighbours", "search")
 # What the core may import besides itself and the standard library.
 CORE_THIRD_PARTY = {"tensorflow", "keras", "tf_keras", "numpy", "absl"}
 

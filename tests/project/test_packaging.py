@@ -201,6 +201,7 @@ EXTRAS_OF_AREA = {
     "evonorm_tf/configs": ("garden",),
     "evonorm_tf/data": ("garden", "demo"),
     "evonorm_tf/demo": ("demo",),
+    "evonorm_tf/demo_report": ("demo",),
     "evonorm_tf/gan": ("gan",),
     "evonorm_tf/modeling": ("garden",),
     "evonorm_tf/neighbours": ("garden",),
