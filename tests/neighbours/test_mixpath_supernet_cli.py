@@ -8,11 +8,13 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from evonorm_tf.analysis import mixpath_supernet
 
 
 def test_feature_similarity_of_identical_and_independent_paths():
+    tf_keras.utils.set_random_seed(0)
     model = mixpath_supernet.MixPathSupernet(10, blocks=((4, 1),), kernel_sizes=(1, 1, 1, 1))
     images = tf.constant(np.random.default_rng(0).uniform(size=(64, 6, 6, 1)).astype(np.float32))
     masks = tf.constant([[1.0, 1.0, 0.0, 0.0]])
@@ -24,12 +26,13 @@ def test_feature_similarity_of_identical_and_independent_paths():
     same = mixpath_supernet.feature_similarity(model, images, masks)
     np.testing.assert_allclose(same["cosine"], [1.0], atol=1e-5)
     np.testing.assert_allclose(same["variance_ratio"], [4.0], rtol=1e-4)
-    # Independently drawn depthwise kernels: no longer multiples of one another.
+    # Independently drawn depthwise kernels (the seeds above fix every weight and input): the
+    # paths' features are no longer multiples of one another.
     rng = np.random.default_rng(1)
     for path in block.paths:
         path.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in path.get_weights()])
     mixed = mixpath_supernet.feature_similarity(model, images, masks)
-    assert mixed["cosine"][0] < 0.99 and mixed["variance_ratio"][0] < 3.9
+    assert mixed["cosine"][0] < 0.9 and mixed["variance_ratio"][0] < 3.5
 
 
 def test_command_smoke_run_writes_json_and_plot(tmp_path):
