@@ -1,4 +1,5 @@
-"""Test setup: quiet TensorFlow logs and two logical CPU devices for distribution tests."""
+"""Test setup: quiet TensorFlow logs, two logical CPU devices for distribution tests, and
+the same random seeds at the start of every test."""
 
 import os
 import sys
@@ -9,8 +10,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # helpers at this level: the float64 reference, layer cases, model checks.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
 
 # Two logical CPU devices let MirroredStrategy tests run on one physical CPU.
 # This must happen before TensorFlow initialises its devices.
@@ -32,3 +35,15 @@ def mirrored_strategy():
     devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2, "two logical CPUs are configured above"
     return tf.distribute.MirroredStrategy(devices)
+
+
+@pytest.fixture(autouse=True)
+def seeded_random_state():
+    """Every test starts from the same Python, NumPy, TensorFlow and Keras seeds.
+
+    Unseeded initializers and draws then give the same values whichever tests
+    ran before in the same worker, so a test's outcome does not depend on the
+    order or the distribution of tests over workers.
+    """
+    keras.utils.set_random_seed(0)
+    tf_keras.utils.set_random_seed(0)
