@@ -18,8 +18,10 @@ child networks. This module measures both on the bundled digits:
    MixPath's sampler (m uniform in 1..M, then m of n paths, per block and
    step). K children (a fixed mask per block, drawn by the same sampler)
    are evaluated with the supernet's weights after BN recalibration, and
-   trained stand-alone from one common initialization; Kendall τ between
-   the two accuracy lists, per seed.
+   trained stand-alone from one common initialization; Kendall τ (and its
+   two-sided p-value) between the two accuracy lists, per seed, and between
+   the two lists of test cross-entropy, which separates children whose
+   accuracies differ by fewer test images than the test set can resolve.
 
 The supernet: a 3×3 Conv-BN-ReLU6 stem and MixPath inverted-bottleneck
 blocks (`MultiPathBlock(path_form="mixpath")`, depthwise kernels 3, 5, 7, 9,
@@ -157,9 +159,19 @@ class _Trainer:
                     self.step(tf.constant(images), tf.constant(labels), masks)
 
 
-def _accuracy(model, split, masks):
+def _evaluate(model, split, masks):
+    """Test accuracy and mean test cross-entropy of the child `masks`."""
     logits = model(tf.constant(split.test_images), masks, training=False)
-    return float(np.mean(np.argmax(logits.numpy(), -1) == split.test_labels))
+    loss = tf_keras.losses.sparse_categorical_crossentropy(split.test_labels, logits, from_logits=True)
+    return float(np.mean(np.argmax(logits.numpy(), -1) == split.test_labels)), float(tf.reduce_mean(loss))
+
+
+def _kendall(first, second):
+    """Kendall τ-b and its two-sided p-value; None for both where τ is undefined (a constant list)."""
+    result = stats.kendalltau(first, second)
+    if np.isnan(result.statistic):
+        return None, None
+    return float(result.statistic), float(result.pvalue)
 
 
 def _children(model, count, seed):
@@ -196,32 +208,39 @@ def run_seed(seed, split, children=8, supernet_epochs=12, child_epochs=5, batch_
         model = build(shadow_bn)
         trainer = _Trainer(model, learning_rate)
         trainer.train(split, supernet_epochs, batch_size, seed)
-        plain, recalibrated = [], []
+        plain, recalibrated, recalibrated_loss = [], [], []
         for masks in child_masks:
-            plain.append(_accuracy(model, split, masks))
+            plain.append(_evaluate(model, split, masks)[0])
             recalibrate_batch_norm(model, recalibration, lambda x, masks=masks: model(x, masks, training=True))
-            recalibrated.append(_accuracy(model, split, masks))
+            accuracy, loss = _evaluate(model, split, masks)
+            recalibrated.append(accuracy)
+            recalibrated_loss.append(loss)
         result[name] = {"similarity_after_training": feature_similarity(model, analysis_images, child_masks[0]),
-                        "supernet_accuracy": plain, "supernet_accuracy_recalibrated": recalibrated}
+                        "supernet_accuracy": plain, "supernet_accuracy_recalibrated": recalibrated,
+                        "supernet_loss_recalibrated": recalibrated_loss}
         log(f"seed {seed} {name}: supernet accuracy of the children {np.mean(recalibrated):.3f} "
             f"(recalibrated), {np.mean(plain):.3f} (not) [{time.time() - started:.0f} s]")
     standalone_model = build(True)
     trainer = _Trainer(standalone_model, learning_rate)
     initial = standalone_model.get_weights()
-    standalone = []
+    standalone, standalone_loss = [], []
     for masks in child_masks:
         trainer.reset(initial)
         trainer.train(split, child_epochs, batch_size, seed, masks)
-        standalone.append(_accuracy(standalone_model, split, masks))
-    result["standalone_accuracy"] = standalone
+        accuracy, loss = _evaluate(standalone_model, split, masks)
+        standalone.append(accuracy)
+        standalone_loss.append(loss)
+    result["standalone_accuracy"], result["standalone_loss"] = standalone, standalone_loss
     for name in ("shadow_bn", "shared_bn"):
-        for key, label in (("supernet_accuracy_recalibrated", "kendall_tau"),
-                           ("supernet_accuracy", "kendall_tau_without_recalibration")):
-            tau = stats.kendalltau(result[name][key], standalone).statistic
-            result[name][label] = None if np.isnan(tau) else float(tau)
+        for key, reference, label in (
+                ("supernet_accuracy_recalibrated", standalone, "kendall_tau"),
+                ("supernet_accuracy", standalone, "kendall_tau_without_recalibration"),
+                ("supernet_loss_recalibrated", standalone_loss, "kendall_tau_by_loss")):
+            result[name][label], result[name][f"{label}_pvalue"] = _kendall(result[name][key], reference)
     result["seconds"] = round(time.time() - started, 1)
     log(f"seed {seed}: Kendall tau shadow BN {result['shadow_bn']['kendall_tau']}, "
-        f"shared BN {result['shared_bn']['kendall_tau']}; stand-alone accuracies {np.round(standalone, 3).tolist()}")
+        f"shared BN {result['shared_bn']['kendall_tau']}; by test loss {result['shadow_bn']['kendall_tau_by_loss']}, "
+        f"{result['shared_bn']['kendall_tau_by_loss']}; stand-alone accuracies {np.round(standalone, 3).tolist()}")
     return result
 
 

@@ -164,6 +164,7 @@ def test_tf_keras_save_and_load(tmp_path):
 
 
 def test_multipath_block_sums_active_paths_and_uses_bn_m():
+    tf_keras.utils.set_random_seed(3)  # the path kernels: one fixed draw
     rng = np.random.default_rng(3)
     block = MultiPathBlock(CHANNELS, kernel_sizes=(1, 1, 1), activation="relu", momentum=MOMENTUM,
                            epsilon=EPSILON)
