@@ -127,20 +127,20 @@ def test_cli_reports_a_signal_in_one_line_and_a_non_zero_status(tmp_path, capsys
     assert error.startswith("stopped by SIGTERM: 7 candidates") and "proposals 8, 9" in error
 
 
-# The documented three-seed comparison (docs/search.md): ResNet anchor, 50 training and quality
-# steps, a 20-step stress test, population 2, tournament 2, feedback delay 1, 2,000 compute units.
-DOCUMENTED_RUN = dict(method="evolution", anchors=("resnet",), train_steps=50, quality_steps=50,
-                      stability_steps=20, population_size=2, tournament_size=2, feedback_delay=1,
-                      budget_steps=2000, max_candidates=300, workers=0)
+# The documented three-seed comparison (docs/search.md): ResNet anchor, 30 training and quality
+# steps, a 10-step stress test, population 2, tournament 2, feedback delay 1, 1,000 compute units.
+DOCUMENTED_RUN = dict(method="evolution", anchors=("resnet",), train_steps=30, quality_steps=30,
+                      stability_steps=10, population_size=2, tournament_size=2, feedback_delay=1,
+                      budget_steps=1000, max_candidates=300, workers=0)
 
 
 def _documented_mix_result(graph_text):
     """The documented run's outcomes and costs, as measured there on random genomes.
 
     Layers that ignore x: instant quality rejection (cost 0). Of the others:
-    5 % accepted (a full 50-step training after the 20-step stress test:
-    60 + 50 units), 45 % fail the stress test within its first steps (9
-    units), 50 % fail the trained quality test (110 units).
+    5 % accepted (a full 30-step training after the 10-step stress test:
+    30 + 30 units), 45 % fail the stress test within its first steps (9
+    units), 50 % fail the trained quality test (60 units).
     """
     graph = space.Graph.from_string(graph_text)
     if "x" not in graph.formula():
@@ -149,10 +149,10 @@ def _documented_mix_result(graph_text):
     roll = draw.random()
     if roll < 0.05:
         score = round(0.2 + 0.6 * draw.random(), 4)
-        return {"scores": [score], "rejected": None, "cost": 110, "quality_scores": [score]}
+        return {"scores": [score], "rejected": None, "cost": 60, "quality_scores": [score]}
     if roll < 0.5:
         return {"scores": None, "rejected": "stability", "cost": 9, "quality_scores": None}
-    return {"scores": None, "rejected": "quality", "cost": 110,
+    return {"scores": None, "rejected": "quality", "cost": 60,
             "quality_scores": [round(0.07 + 0.12 * draw.random(), 4)]}
 
 
