@@ -25,6 +25,7 @@ ValueError naming the key.
 """
 
 import dataclasses
+from typing import Tuple
 
 from official.core import config_definitions as cfg
 from official.core import exp_factory
@@ -158,7 +159,11 @@ class GANEvaluation(hyperparams.Config):
     the EMA of the moving statistics. `truncation` > 0 draws the evaluated
     latents (and those of the standing statistics) from the normal truncated
     at ±`truncation`; 0 is the full normal. Metrics are named by the feature
-    network (`fid_<name>`, `inception_score_<name>`).
+    network (`fid_<name>`, `inception_score_<name>`). `truncation_curve`
+    (thresholds > 0) adds, at every evaluation, the same metrics with the
+    latents truncated at each threshold (standing statistics recomputed at
+    that threshold), named `<metric>_truncation_<t>` (BigGAN's FID/IS curve,
+    arXiv:1809.11096 section 3.1).
     """
 
     feature_network: FeatureNetwork = dataclasses.field(default_factory=FeatureNetwork)
@@ -169,6 +174,7 @@ class GANEvaluation(hyperparams.Config):
     standing_samples: int = 2048
     standing_batch_size: int = 0
     truncation: float = 0.0
+    truncation_curve: Tuple[float, ...] = ()
 
 
 @dataclasses.dataclass
@@ -254,6 +260,10 @@ def check_task(task):
         _fail("task.evaluation.standing_batch_size", "must be 0 or >= 2", 1)
     if not evaluation.truncation >= 0:
         _fail("task.evaluation.truncation", "must be >= 0 (0: no truncation)", evaluation.truncation)
+    for threshold in evaluation.truncation_curve or ():
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
+                0 < threshold < float("inf")):
+            _fail("task.evaluation.truncation_curve", "must hold thresholds > 0", threshold)
     if not optimization.orthogonal_regularization >= 0:
         _fail("task.optimization.orthogonal_regularization", "must be >= 0",
               optimization.orthogonal_regularization)

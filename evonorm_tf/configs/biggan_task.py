@@ -26,7 +26,8 @@ Evaluation: first the EMA generator's batch statistics are recomputed from
 then one EMA-generator sample per validation image with that image's label
 (latents fixed by `evaluation.seed`, truncated at `evaluation.truncation` if
 > 0), features and logits from the feature network on the host, then FID
-against the validation images (their statistics are computed once) and IS; a
+against the validation images (their statistics are computed once) and IS,
+and the same metrics at each threshold of `evaluation.truncation_curve`; a
 class-per-row sample grid goes to `<model_dir>/samples/samples_<step>.png`
 and, as an image summary `samples`, to `<model_dir>/<validation_summary_subdir>`;
 Orbit writes the returned `fid_<network>`, `inception_score_<network>`,
@@ -273,36 +274,40 @@ class GANOrbitTrainer(orbit.StandardTrainer, orbit.StandardEvaluator):
                 self._config.model.num_classes, seed=config.seed,
                 truncation=config.truncation or None, strategy=self._strategy)
         self._eval_batches.assign(0)
-        return {"real": [], "fake": [], "logits": []}
+        return {"real": [], "fake": [], "logits": [], "labels": []}
+
+    def _latents(self, count, replica, batch, truncation):
+        """The evaluated latents of one replica's part of evaluation batch `batch`."""
+        shape = (count, self.gan.ema_generator.z_dim)
+        key = tf.stack([tf.constant(self._config.evaluation.seed, tf.int64) * 1000
+                        + tf.cast(replica, tf.int64), tf.cast(batch, tf.int64)])
+        if truncation:
+            return tf.random.stateless_parameterized_truncated_normal(
+                shape, key, 0.0, 1.0, -truncation, truncation)
+        return tf.random.stateless_normal(shape, key)
 
     def eval_step(self, iterator):
         images, labels = next(iterator)
-        seed = self._config.evaluation.seed
         truncation = self._config.evaluation.truncation
 
         def generate(labels):
-            context = tf.distribute.get_replica_context()
-            replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
-            shape = (tf.shape(labels)[0], self.gan.ema_generator.z_dim)
-            key = tf.stack([tf.constant(seed, tf.int64) * 1000 + replica,
-                            tf.convert_to_tensor(self._eval_batches)])
-            if truncation:
-                z = tf.random.stateless_parameterized_truncated_normal(
-                    shape, key, 0.0, 1.0, -truncation, truncation)
-            else:
-                z = tf.random.stateless_normal(shape, key)
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            z = self._latents(tf.shape(labels)[0], replica,
+                              tf.convert_to_tensor(self._eval_batches), truncation)
             return self.gan.ema_generator((z, labels), training=False)
 
         fakes = self._strategy.run(generate, args=(labels,))
         self._eval_batches.assign_add(1)
         return {"real": self._strategy.experimental_local_results(images),
-                "fake": self._strategy.experimental_local_results(fakes)}
+                "fake": self._strategy.experimental_local_results(fakes),
+                "labels": self._strategy.experimental_local_results(labels)}
 
     def eval_reduce(self, state=None, step_outputs=None):
         fakes = np.concatenate([np.asarray(part) for part in step_outputs["fake"]])
         features, logits = evaluation.extract(self._feature_network, fakes, batch_size=128)
         state["fake"].append(features)
         state["logits"].append(logits)
+        state["labels"].append([np.asarray(part) for part in step_outputs["labels"]])
         if self._real_statistics is None:
             reals = np.concatenate([np.asarray(part) for part in step_outputs["real"]])
             state["real"].append(evaluation.extract(self._feature_network, reals,
@@ -312,15 +317,48 @@ class GANOrbitTrainer(orbit.StandardTrainer, orbit.StandardEvaluator):
     def eval_end(self, state=None):
         if self._real_statistics is None:
             self._real_statistics = evaluation.gaussian_statistics(np.concatenate(state["real"]))
-        fake = evaluation.gaussian_statistics(np.concatenate(state["fake"]))
-        logits = np.concatenate(state["logits"])
+        logs = self._metrics_of(np.concatenate(state["fake"]), np.concatenate(state["logits"]))
+        self._write_samples()
+        for threshold in self._config.evaluation.truncation_curve or ():
+            for name, value in self._truncated_metrics(state["labels"], threshold).items():
+                logs[f"{name}_truncation_{threshold:g}"] = value
+        self._restore_statistics()  # the EMA's own statistics again (standing ones were for eval)
+        return logs
+
+    def _metrics_of(self, features, logits):
         splits = min(self._config.evaluation.inception_score_splits, len(logits))
         score, score_std = evaluation.inception_score(logits, splits=splits)
-        self._write_samples()
-        self._restore_statistics()  # the EMA's own statistics again (standing ones were for eval)
         names = evaluation.metric_names(self._feature_network)
+        fake = evaluation.gaussian_statistics(features)
         return {names["fid"]: evaluation.frechet_distance(*self._real_statistics, *fake),
                 names["inception_score"]: score, names["inception_score_std"]: score_std}
+
+    def _truncated_metrics(self, labels, truncation):
+        """The metrics of samples for the evaluated labels, latents truncated at `truncation`.
+
+        The standing statistics are recomputed at that truncation first; each
+        replica's part of each batch gets the latents the evaluation draws for
+        it (same keys), so a threshold equal to `evaluation.truncation` gives
+        the evaluation's own samples.
+        """
+        config = self._config.evaluation
+        if config.standing_samples:
+            accumulate_standing_statistics(
+                self.gan.ema_generator, config.standing_samples,
+                config.standing_batch_size or self._config.train_data.global_batch_size,
+                self._config.model.num_classes, seed=config.seed, truncation=truncation,
+                strategy=self._strategy)
+        features, logits = [], []
+        for batch, parts in enumerate(labels):
+            fakes = [self.gan.ema_generator(
+                (self._latents(len(part), replica, batch, truncation), tf.constant(part)),
+                training=False) for replica, part in enumerate(parts)]
+            batch_features, batch_logits = evaluation.extract(
+                self._feature_network, np.concatenate([np.asarray(f) for f in fakes]),
+                batch_size=128)
+            features.append(batch_features)
+            logits.append(batch_logits)
+        return self._metrics_of(np.concatenate(features), np.concatenate(logits))
 
     def _write_samples(self):
         model_dir = self._task.logging_dir

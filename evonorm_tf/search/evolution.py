@@ -27,7 +27,13 @@ paper's tournament and mutation, written with PyGlove's operators
   candidate is in a tournament. Mutation therefore starts after about
   `3 × population_size` candidates; the numerical and instant quality
   rejections (constants, NaN) never become parents.
-- Proposals are uniform random genomes until the population is full.
+- Proposals are uniform random genomes until the population is full. While
+  it holds no accepted candidate, every odd proposal is still a uniform
+  random genome (the same one Random + rejection draws at that index):
+  children of near misses are accepted no more often than random genomes
+  (docs/search.md), so the search keeps random search's chance of finding
+  its first accepted layer while it already mutates. From the first
+  accepted member on, every proposal is a child.
 """
 
 import hashlib
@@ -155,7 +161,9 @@ def propose(config, proposal_id, history, dna_spec):
     members = []
     if config.method == "evolution":
         members = population(history, config.population_size, len(config.anchors))
-    if len(members) < max(config.population_size, 1) or config.method != "evolution":
+    bootstrapping = not any(value[0] >= _ACCEPTED for _, value in members)
+    if (config.method != "evolution" or len(members) < max(config.population_size, 1)
+            or bootstrapping and proposal_id % 2 == 1):
         dna = pg.random_dna(dna_spec, random.Random(seed))
         return (encoding.genome_from_dna(dna, ops),
                 {"initial_population": True, "generation_id": 1, "parent_id": None})

@@ -124,3 +124,30 @@ def test_snapshot_restores_the_ema_statistics():
     restore()
     for b, v in zip(before, standing_statistics.statistics_variables(G)):
         np.testing.assert_array_equal(b, v.numpy())
+
+
+@pytest.mark.parametrize("norm_act", ["bn_relu", "evonorm_b0"])
+def test_two_replicas_give_the_statistics_of_the_global_batch_on_one_device(norm_act,
+                                                                            mirrored_strategy):
+    """`strategy=` MirroredStrategy over 2 logical CPUs: the statistics of one device's run."""
+    _, single = _ema_pair(norm_act)
+    with mirrored_strategy.scope():
+        mirrored = _generator(norm_act, use_sn=False)
+    for source, target in zip(single.weights, mirrored.weights):
+        target.assign(source.numpy())
+    batch, batches = 16, 2
+    standing_statistics.accumulate_standing_statistics(
+        single, num_samples=batch * batches, batch_size=batch, num_classes=10, seed=3)
+    standing_statistics.accumulate_standing_statistics(
+        mirrored, num_samples=batch * batches, batch_size=batch, num_classes=10, seed=3,
+        strategy=mirrored_strategy)
+    ones = standing_statistics.statistics_variables(single)
+    twos = standing_statistics.statistics_variables(mirrored)
+    assert len(ones) == len(twos) == {"bn_relu": 14, "evonorm_b0": 7}[norm_act]
+    for one, two in zip(ones, twos):
+        assert not np.allclose(one.numpy(), 1.0)          # the statistics were set
+        values = [v.numpy() for v in mirrored_strategy.experimental_local_results(two)]
+        assert len(values) == 2                                        # one copy per replica
+        for replica_value in values:
+            np.testing.assert_allclose(replica_value, one.numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=two.name)

@@ -156,6 +156,48 @@ def test_bad_config_values_raise_naming_them(key, value):
         task_factory.get_task(params.task)
 
 
+def test_truncation_curve_thresholds_must_be_positive():
+    params = exp_factory.get_exp_config("evonorm_biggan_digits")
+    params.override({"task": {"evaluation": {"truncation_curve": [1.0, -0.5]}}})
+    with pytest.raises(ValueError, match=r"task\.evaluation\.truncation_curve .*-0\.5"):
+        params.validate()
+
+
+def test_evaluation_adds_the_truncation_curve(feature_path):
+    """Each threshold's metrics: standing statistics and samples at that truncation."""
+    params = tiny_params(feature_path)
+    params.override({"task": {"evaluation": {"truncation": 0.5, "truncation_curve": [0.5, 1.0]}}})
+    params.validate()
+    task = task_factory.get_task(params.task)
+    trainer = task.create_trainer(params, train=False, evaluate=True)
+    statistics = [v.numpy() for v in trainer.gan.ema_generator.weights if "moving" in v.name]
+    assert statistics                                  # EvoNorm-B0: standing statistics matter
+    logs = {name: float(value) for name, value in trainer.evaluate(tf.constant(2)).items()}
+    metrics = ("fid_keras_model", "inception_score_keras_model", "inception_score_std_keras_model")
+    assert set(logs) == {f"{m}{suffix}" for m in metrics
+                         for suffix in ("", "_truncation_0.5", "_truncation_1")}
+    # The point at the evaluation's own truncation reproduces the evaluation.
+    for metric in metrics:
+        np.testing.assert_allclose(logs[f"{metric}_truncation_0.5"], logs[metric], rtol=1e-4,
+                                   atol=1e-6)
+    assert np.isfinite(logs["fid_keras_model_truncation_1"])
+    assert abs(logs["fid_keras_model_truncation_1"] - logs["fid_keras_model"]) > 1e-4
+    # The EMA's own statistics come back after the curve's standing statistics.
+    after = [v.numpy() for v in trainer.gan.ema_generator.weights if "moving" in v.name]
+    for before, value in zip(statistics, after):
+        np.testing.assert_array_equal(before, value)
+    # The point at 1.0 is what an evaluation at truncation 1.0 of the same generator reports.
+    params.override({"task": {"evaluation": {"truncation": 1.0, "truncation_curve": []}}})
+    other = task_factory.get_task(params.task).create_trainer(params, train=False, evaluate=True)
+    for source, target in zip(trainer.gan.ema_generator.weights, other.gan.ema_generator.weights):
+        target.assign(source.numpy())
+    at_one = {name: float(value) for name, value in other.evaluate(tf.constant(2)).items()}
+    assert set(at_one) == set(metrics)
+    for metric in metrics:
+        np.testing.assert_allclose(logs[f"{metric}_truncation_1"], at_one[metric], rtol=1e-4,
+                                   atol=1e-6)
+
+
 def test_train_step_under_jit_compile(feature_path):
     params = tiny_params(feature_path, train_steps=1)
     params.override({"task": {"jit_compile": True, "optimization": {"discriminator_steps": 1}}})

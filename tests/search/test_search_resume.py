@@ -127,17 +127,80 @@ def test_cli_reports_a_signal_in_one_line_and_a_non_zero_status(tmp_path, capsys
     assert error.startswith("stopped by SIGTERM: 7 candidates") and "proposals 8, 9" in error
 
 
-def test_mutation_starts_within_the_first_tenth_of_the_documented_run(tmp_path):
-    # The documented evolution run: 300 candidates, population 6 (defaults), 2 % of the layers
-    # that read x accepted, as in `_fake_result`. Near misses bootstrap the population.
-    config = search_config.SearchConfig(method="evolution", max_candidates=300,
-                                        anchors=("resnet", "mobilenet"), seed=0)
-    records = _run(tmp_path, config, executor=ThreadedFakeExecutor(2, jitter=0.0), stop_after=30)
+# The documented three-seed comparison (docs/search.md): ResNet anchor, 30 training and quality
+# steps, a 10-step stress test, population 2, tournament 2, feedback delay 1, 1,000 compute units.
+DOCUMENTED_RUN = dict(method="evolution", anchors=("resnet",), train_steps=30, quality_steps=30,
+                      stability_steps=10, population_size=2, tournament_size=2, feedback_delay=1,
+                      budget_steps=1000, max_candidates=300, workers=0)
+
+
+def _documented_mix_result(graph_text):
+    """The documented run's outcomes and costs, as measured there on random genomes.
+
+    Layers that ignore x: instant quality rejection (cost 0). Of the others:
+    5 % accepted (a full 30-step training after the 10-step stress test:
+    30 + 30 units), 45 % fail the stress test within its first steps (9
+    units), 50 % fail the trained quality test (60 units).
+    """
+    graph = space.Graph.from_string(graph_text)
+    if "x" not in graph.formula():
+        return {"scores": None, "rejected": "quality", "cost": 0, "quality_scores": None}
+    draw = random.Random(graph_text)
+    roll = draw.random()
+    if roll < 0.05:
+        score = round(0.2 + 0.6 * draw.random(), 4)
+        return {"scores": [score], "rejected": None, "cost": 60, "quality_scores": [score]}
+    if roll < 0.5:
+        return {"scores": None, "rejected": "stability", "cost": 9, "quality_scores": None}
+    return {"scores": None, "rejected": "quality", "cost": 60,
+            "quality_scores": [round(0.07 + 0.12 * draw.random(), 4)]}
+
+
+class _DocumentedMixExecutor(ThreadedFakeExecutor):
+    def _evaluate(self, graph_text, delay):
+        return _documented_mix_result(graph_text)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mutation_starts_within_the_first_tenth_of_the_documented_run(tmp_path, seed):
+    # The run's size is its compute budget: the first child comes before a tenth of it is spent.
+    config = search_config.SearchConfig(**DOCUMENTED_RUN, seed=seed)
+    records = _run(tmp_path, config, executor=_DocumentedMixExecutor(1, jitter=0.0), stop_after=15)
+    evaluated = report.evaluated(records)
     first = report.first_child(records)
-    assert first is not None and first <= 30
-    before = report.evaluated(records)[:first]
+    assert first is not None
+    before = evaluated[:first - 1]
+    assert sum(r["cost"] for r in before) <= config.budget_steps / 10
     accepted = [r for r in before if r.get("scores") and not r.get("rejected")]
     assert len(accepted) < config.population_size          # near misses made the difference
+
+
+def test_random_genomes_alternate_with_children_until_a_layer_is_accepted(tmp_path):
+    config = search_config.SearchConfig(**DOCUMENTED_RUN, seed=2)   # first acceptance: proposal 24
+    records = _run(tmp_path, config, executor=_DocumentedMixExecutor(1, jitter=0.0), stop_after=30)
+    by_id = {r["proposal_id"]: r for r in records}
+
+    def accepted(record):
+        original = by_id[record.get("duplicate_of") or record["proposal_id"]]
+        return bool(original.get("scores")) and not original.get("rejected")
+
+    first = min(r["proposal_id"] for r in records if not r["initial_population"])
+    first_accepted = min(r["proposal_id"] for r in records if accepted(r))
+    assert first_accepted - first > 10
+    bootstrap = [r for r in records if first <= r["proposal_id"] <= first_accepted]
+    # Proposal k sees records 1..k-1: while none of them is accepted, odd proposals are random.
+    assert all(r["initial_population"] == (r["proposal_id"] % 2 == 1) for r in bootstrap)
+    later = [r for r in records if r["proposal_id"] > first_accepted]
+    assert later and all(not r["initial_population"] for r in later)
+    assert any(not by_id[r["parent_id"]].get("rejected") for r in later)
+    # Random genomes are those Random + rejection draws at the same proposal index.
+    random_config = search_config.SearchConfig(**{**DOCUMENTED_RUN, "method": "random_rejection"},
+                                               seed=2)
+    random_records = _run(tmp_path / "random", random_config,
+                          executor=_DocumentedMixExecutor(1, jitter=0.0), stop_after=30)
+    random_by_id = {r["proposal_id"]: r["genome"] for r in random_records}
+    shared = [r for r in bootstrap if r["initial_population"] and r["proposal_id"] in random_by_id]
+    assert shared and all(r["genome"] == random_by_id[r["proposal_id"]] for r in shared)
 
 
 def _record(proposal_id, rejected, scores=None, quality_scores=None):
