@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # helpers at this level: the float64 reference, layer cases, model checks.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import keras  # noqa: E402,F401,I001  (before TensorFlow: see evonorm_tf/__init__.py)
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
