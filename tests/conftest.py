@@ -4,6 +4,9 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # Two CPU devices for the keras.distribution tests, as the two logical TF CPUs below.
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 # The test folders (core, garden, gan, search, neighbours, project) share the
 # helpers at this level: the float64 reference, layer cases, model checks.
