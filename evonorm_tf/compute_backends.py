@@ -130,15 +130,19 @@ class KerasOpsCompute:
     activations = {"relu": keras.ops.relu, "silu": keras.ops.silu}
 
     def training_flag(self, training):
-        """A Python bool, or a backend boolean tensor when `training` is traced."""
+        """A Python bool. Keras passes one; a value traced inside a JAX program is refused,
+        as by Keras's own BatchNormalization (the moving statistics cannot update under `cond`)."""
         if training is None:
             return False
         if isinstance(training, (bool, np.bool_)):
             return bool(training)
         try:
             return bool(keras.ops.convert_to_numpy(training))
-        except Exception:  # a traced value: decided inside the program with `cond`
-            return keras.ops.cast(training, "bool")
+        except Exception as error:  # a tracer: no Python value exists
+            raise TypeError(
+                f"training must be a Python bool on the {keras.backend.backend()} backend, "
+                f"received the traced value {training!r}"
+            ) from error
 
     def kernels(self):
         return _KerasOpsSelection()
@@ -163,9 +167,7 @@ class KerasOpsCompute:
 
     def path_index(self, active_paths, num_paths):
         """Shadow BN's row `m − 1` (int32); a traced m is clipped to 1..k."""
-        if isinstance(active_paths, numbers.Integral) or np.ndim(active_paths) == 0 and isinstance(
-            active_paths, np.generic
-        ):
+        if isinstance(active_paths, (numbers.Integral, np.generic)):
             return check_active_paths(active_paths, num_paths) - 1
         try:
             value = keras.ops.convert_to_numpy(active_paths)

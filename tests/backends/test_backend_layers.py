@@ -194,3 +194,17 @@ def test_shadow_batch_norm_matches_reference(data_format):
     assert np.max(np.abs(from_format(to_numpy(inference), data_format) - expected)) <= TOLERANCE
     with pytest.raises(ValueError, match="active_paths"):
         layer(inputs, active_paths=4)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="a traced training flag exists under jax.jit")
+def test_traced_training_flag_is_refused_on_jax():
+    import jax
+
+    layer = evonorm_tf.EvoNormB0()
+    x = np.ones((2, 3, 3, 4), np.float32)
+    layer.build(x.shape)
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+    call = jax.jit(lambda t: layer.stateless_call(trainable, non_trainable, x, training=t)[0])
+    with pytest.raises(TypeError, match="training must be a Python bool"):
+        call(True)
