@@ -4,7 +4,9 @@
     pip install -e '.[demo]'    # plus what the main job needs (python -m evonorm_tf.demo)
     pip install -e '.[garden]'  # Model Garden backbones, experiments, tpu_scripts
     pip install -e '.[all]'     # every extension: garden, gan, search, ray, plots
-    pip install -e '.[test]'    # all of it, plus pytest and pytest-xdist
+    pip install -e '.[jax]'     # Keras 3 layers on the JAX backend (KERAS_BACKEND=jax)
+    pip install -e '.[torch]'   # Keras 3 layers on the PyTorch backend (KERAS_BACKEND=torch)
+    pip install -e '.[test]'    # all of it but PyTorch, plus pytest and pytest-xdist
 """
 
 import os
@@ -52,9 +54,15 @@ EXTRAS = {
     "plots": PLOTS,
     # The main job, `python -m evonorm_tf.demo`: bundled digits data and the PNG report.
     "demo": GARDEN + ["scikit-learn>=1.3"] + PLOTS,
+    # The Keras 3 layers on Keras's JAX backend (CPU; a GPU/TPU jaxlib as JAX documents).
+    "jax": ["jax>=0.4.30"],
 }
 EXTRAS["all"] = sorted({requirement for extra in EXTRAS.values() for requirement in extra})
 EXTRAS["test"] = EXTRAS["all"] + ["pytest>=8", "pytest-xdist>=3"]
+# The Keras 3 layers on Keras's PyTorch backend. Its own extra, outside `all` and `test`:
+# PyPI's torch wheel brings CUDA libraries (about 5 GB installed), too heavy for CI's
+# fresh environment; tests/core/test_keras_backends.py runs the PyTorch tests when it is there.
+EXTRAS["torch"] = ["torch>=2.1"]
 
 setup(
     name="evonorm_tf",

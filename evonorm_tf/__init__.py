@@ -19,6 +19,10 @@ from evonorm_tf import console_logging as _console_logging  # noqa: I001  (befor
 
 _console_logging.quiet_command_start()
 
+# Keras before TensorFlow: under KERAS_BACKEND=torch, Keras loads PyTorch's compiler
+# (Triton), whose LLVM crashes when loaded after TensorFlow's.
+import keras  # noqa: E402,F401,I001
+
 from evonorm_tf import formulas, registry, statistics  # noqa: E402
 from evonorm_tf.factory import NORM_ACT_NAMES, get_norm_act  # noqa: E402
 from evonorm_tf.layers import (  # noqa: E402

@@ -5,8 +5,8 @@ each front-end's `Layer` (GN, FRN) or its own `BatchNormalization` (BN) by
 `evonorm_tf.layers` and `evonorm_tf.tf_keras.layers`.
 """
 
-from evonorm_tf import arguments
-from evonorm_tf.norm_act_core import ACTIVATIONS, GroupedCore, NormActCore
+from evonorm_tf import arguments, compute_backends
+from evonorm_tf.norm_act_core import GroupedCore, NormActCore
 
 
 class GroupNormActCore(GroupedCore):
@@ -23,7 +23,7 @@ class GroupNormActCore(GroupedCore):
         y = self._kernels.group_norm(
             x, self.gamma, self.beta, self.resolved_groups, self.epsilon, self.data_format
         )
-        return ACTIVATIONS[self.activation](y) if self.nonlinearity else y
+        return self._compute.activations[self.activation](y) if self.nonlinearity else y
 
 
 class FilterResponseNormTLUCore(NormActCore):
@@ -66,6 +66,7 @@ class BatchNormActCore:
     """
 
     _keras = None
+    _compute = compute_backends.TENSORFLOW
     activation = None
 
     def __init__(
@@ -110,7 +111,7 @@ class BatchNormActCore:
         outputs = super().call(inputs, training=training)
         if not self.nonlinearity:
             return outputs
-        return ACTIVATIONS[self.activation](outputs)
+        return self._compute.activations[self.activation](outputs)
 
     def get_config(self):
         keras_api = self._keras

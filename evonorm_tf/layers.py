@@ -5,17 +5,23 @@ spec: the core mixin of `evonorm_tf.norm_act_core` on Keras 3's `Layer` (or
 on Keras 3's `BatchNormalization` for the BN baselines). For Model Garden
 (tf_keras) models use `evonorm_tf.tf_keras` instead: a Keras 3 layer inside a
 tf_keras model is not tracked.
+
+The layers are native on every Keras backend: on TensorFlow they run the
+kernel path chosen at build (`evonorm_tf.kernels`), on JAX and PyTorch the
+same formulas in `keras.ops` (`evonorm_tf.backend_formulas`), with the same
+arguments, weights and saved configs (`evonorm_tf.compute_backends`).
 """
 
 import keras
 
-from evonorm_tf import norm_acts, registry
+from evonorm_tf import compute_backends, norm_acts, registry
 
 _register = keras.saving.register_keras_serializable(package="evonorm_tf")
 
 
 class _Keras3Weights:
     _keras = keras
+    _compute = compute_backends.for_keras_backend()
 
     def _add_channel_weight(self, name, channels, initializer, regularizer=None,
                             constraint=None, trainable=True):
@@ -42,6 +48,7 @@ class _MeanMovingStatistics:
     """
 
     _keras = keras
+    _compute = compute_backends.for_keras_backend()
 
     def add_weight(self, *args, trainable=True, aggregation="none", **kwargs):
         if not trainable and aggregation == "none":

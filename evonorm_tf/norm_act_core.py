@@ -1,35 +1,23 @@
 """Framework-independent logic of every norm-act layer.
 
 The classes here are mixins: they validate arguments, create weights, choose
-training or inference statistics and call `evonorm_tf.formulas`. They do not
-derive from any Keras class. Each front-end combines them with its own
-`Layer` base and a `_keras` module attribute:
+training or inference statistics and call the formulas (`evonorm_tf.formulas`
+through the kernel path chosen at build, or `evonorm_tf.backend_formulas`).
+They do not derive from any Keras class and call no tensor library directly.
+Each front-end combines them with its own `Layer` base, a `_keras` module
+attribute and a `_compute` backend (`evonorm_tf.compute_backends`):
 
     class EvoNormB0(norm_act_core.EvoNormB0Core, keras.layers.Layer):
         _keras = keras
+        _compute = compute_backends.for_keras_backend()
 
 (`evonorm_tf.layers` for Keras 3, `evonorm_tf.tf_keras.layers` for tf_keras),
 and implements `_add_channel_weight`, the one method whose signature differs
 between the two Keras versions. Docstrings of the public layers live here.
 """
 
-import tensorflow as tf
-
-from evonorm_tf import arguments, kernels, statistics
-
-ACTIVATIONS = {"relu": tf.nn.relu, "silu": tf.nn.silu}
-
-
-def training_flag(training):
-    """Returns a Python bool, or a boolean tensor when `training` is dynamic."""
-    if training is None:
-        return False
-    if isinstance(training, bool):
-        return training
-    static = tf.get_static_value(training)
-    if static is not None:
-        return bool(static)
-    return tf.cast(training, tf.bool)
+from evonorm_tf import arguments, compute_backends
+from evonorm_tf.compute_backends import training_flag  # noqa: F401  (public: extensions use it)
 
 
 class NormActCore:
@@ -40,6 +28,7 @@ class NormActCore:
     """
 
     _keras = None  # the Keras module of the front-end: `keras` or `tf_keras`
+    _compute = compute_backends.TENSORFLOW  # the tensor operations (`compute_backends`)
 
     def __init__(
         self,
@@ -80,7 +69,7 @@ class NormActCore:
         arguments.check_axis_matches(self._axis, len(input_shape))
         self.channels = channels
         # The kernel path is chosen here, once (`evonorm_tf.kernels`); calls use `self._kernels`.
-        self._kernels = kernels.Selection()
+        self._kernels = self._compute.kernels()
         self._build_weights(channels)
         super().build(input_shape)
 
@@ -96,16 +85,17 @@ class NormActCore:
 
     def call(self, inputs, training=None):
         # A frozen layer runs in inference mode, as Keras BatchNormalization.
-        training = training_flag(training) if self.trainable else False
+        compute = self._compute
+        training = compute.training_flag(training) if self.trainable else False
         if isinstance(training, bool):
             outputs = self._normalize(inputs, training)
         else:
-            outputs = tf.cond(
+            outputs = compute.cond(
                 training,
                 lambda: self._normalize(inputs, True),
                 lambda: self._normalize(inputs, False),
             )
-        return tf.cast(outputs, self.compute_dtype)
+        return compute.cast(outputs, self.compute_dtype)
 
     def _normalize(self, x, training):
         raise NotImplementedError
@@ -164,10 +154,10 @@ class BatchSeriesCore(NormActCore):
             self._update_moving_variance(variance)
             return outputs
         if training:
-            variance = statistics.batch_variance(x, self.data_format, self.synchronized)
-            self._update_moving_variance(tf.reshape(variance, [-1]))
+            variance = self._compute.batch_variance(x, self.data_format, self.synchronized)
+            self._update_moving_variance(variance)
         else:
-            variance = tf.convert_to_tensor(self.moving_variance)
+            variance = self._compute.read(self.moving_variance)
         return self._formula(x, variance)
 
     def _update_moving_variance(self, batch_variance):
@@ -255,7 +245,9 @@ B_SERIES_ARGUMENTS = """      momentum: moving-average momentum, `mv ← momentu
         in [0, 1). Default 0.9.
       synchronized: if True, the batch variance is that of all replicas of
         the current `tf.distribute` strategy (an all-reduce). Default False:
-        per-replica statistics, as the authors' TPU code.
+        per-replica statistics, as the authors' TPU code. On JAX, a
+        `keras.distribution` program sees the global batch, so the
+        statistics are synchronized over devices either way.
       v_initializer: initializer of v (B0 only). Default `"ones"`.
       moving_variance_initializer: initializer of `moving_variance`. Default `"ones"`.
 

@@ -19,7 +19,8 @@ BN number m is a row gathered from them.
 
 This module holds the formula and the framework-independent layer logic
 (`ShadowBatchNormCore`) and the Keras 3 layer; `evonorm_tf.tf_keras` has the
-tf_keras layer for Model Garden models.
+tf_keras layer for Model Garden models. On the JAX and PyTorch backends the
+Keras 3 layer computes with `keras.ops` (`evonorm_tf.compute_backends`).
 
 Reference: Chu, Zhou, Zhang, Li. MixPath: A Unified Approach for One-shot
 Neural Architecture Search. arXiv:2001.05887.
@@ -30,8 +31,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from evonorm_tf import arguments, statistics
-from evonorm_tf.norm_act_core import training_flag
+from evonorm_tf import arguments, compute_backends, statistics
 
 _REFERENCE = (
     "Chu, Zhou, Zhang, Li. MixPath: A Unified Approach for One-shot Neural "
@@ -65,24 +65,7 @@ def path_index(active_paths, num_paths):
     A statically known m outside 1..k raises ValueError; a dynamic one is
     checked by an assertion (compiled out under XLA).
     """
-    static = tf.get_static_value(active_paths)
-    if static is not None:
-        value = static.item() if hasattr(static, "item") else static
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= num_paths:
-            raise ValueError(
-                f"active_paths must be an integer in [1, num_paths={num_paths}], "
-                f"received active_paths={value!r}"
-            )
-        return tf.constant(int(value) - 1, tf.int32)
-    active_paths = tf.cast(tf.reshape(active_paths, []), tf.int32)
-    checks = [
-        tf.debugging.assert_greater_equal(active_paths, 1, message="active_paths must be >= 1"),
-        tf.debugging.assert_less_equal(
-            active_paths, num_paths, message=f"active_paths must be <= num_paths={num_paths}"
-        ),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(active_paths - 1)
+    return compute_backends.TENSORFLOW.path_index(active_paths, num_paths)
 
 
 class ShadowBatchNormCore:
@@ -116,6 +99,7 @@ class ShadowBatchNormCore:
     """
 
     _keras = None
+    _compute = compute_backends.TENSORFLOW  # the tensor operations (`compute_backends`)
 
     def __init__(
         self,
@@ -149,36 +133,32 @@ class ShadowBatchNormCore:
         super().build(input_shape)
 
     def call(self, inputs, active_paths, training=None):
-        index = path_index(active_paths, self.num_paths)
-        gamma = tf.gather(tf.convert_to_tensor(self.gamma), index)
-        beta = tf.gather(tf.convert_to_tensor(self.beta), index)
+        compute = self._compute
+        index = compute.path_index(active_paths, self.num_paths)
+        gamma, beta = compute.row(self.gamma, index), compute.row(self.beta, index)
         # A frozen layer runs in inference mode, as Keras BatchNormalization.
-        training = training_flag(training) if self.trainable else False
+        training = compute.training_flag(training) if self.trainable else False
         if isinstance(training, bool):
             mean, variance = self._statistics(inputs, index, training)
         else:
-            mean, variance = tf.cond(
+            mean, variance = compute.cond(
                 training,
                 lambda: self._statistics(inputs, index, True),
                 lambda: self._statistics(inputs, index, False),
             )
-        outputs = shadow_batch_norm(inputs, mean, variance, gamma, beta, self.epsilon, self.data_format)
-        return tf.cast(outputs, self.compute_dtype)
+        outputs = compute.shadow_batch_norm(
+            inputs, mean, variance, gamma, beta, self.epsilon, self.data_format
+        )
+        return compute.cast(outputs, self.compute_dtype)
 
     def _statistics(self, inputs, index, training):
+        compute = self._compute
         if not training:
-            return (
-                tf.gather(tf.convert_to_tensor(self.moving_mean), index),
-                tf.gather(tf.convert_to_tensor(self.moving_variance), index),
-            )
-        mean, variance = statistics.batch_moments(inputs, self.data_format)
-        mean, variance = tf.reshape(mean, [-1]), tf.reshape(variance, [-1])
-        # Only row `index` changes; tf.where leaves the other rows bit-identical.
-        selected = tf.equal(tf.range(self.num_paths), index)[:, None]
-        for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
-            current = tf.convert_to_tensor(moving)
-            updated = self.momentum * current + (1.0 - self.momentum) * batch[None, :]
-            moving.assign(tf.where(selected, updated, current))
+            return compute.row(self.moving_mean, index), compute.row(self.moving_variance, index)
+        mean, variance = compute.batch_moments(inputs, self.data_format)
+        # Only row `index` changes; the other rows stay bit-identical.
+        compute.update_row(self.moving_mean, index, mean, self.momentum)
+        compute.update_row(self.moving_variance, index, variance, self.momentum)
         return mean, variance
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
@@ -204,6 +184,7 @@ ShadowBatchNormCore.__doc__ = ShadowBatchNormCore.__doc__.format(reference=_REFE
 class ShadowBatchNormalization(ShadowBatchNormCore, keras.layers.Layer):
     __doc__ = ShadowBatchNormCore.__doc__
     _keras = keras
+    _compute = compute_backends.for_keras_backend()
 
     def _add_stacked_weight(self, name, shape, initializer, trainable):
         return self.add_weight(

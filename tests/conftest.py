@@ -5,12 +5,15 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # Two CPU devices for the keras.distribution tests, as the two logical TF CPUs below.
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 # The test folders (core, garden, gan, search, neighbours, project) share the
 # helpers at this level: the float64 reference, layer cases, model checks.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import keras  # noqa: E402
+import keras  # noqa: E402,I001  (before TensorFlow: see evonorm_tf/__init__.py)
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402

@@ -30,6 +30,8 @@ DISTRIBUTION_OF_MODULE = {
     "tf_keras": "tf-keras",
     "ray": "ray",
     "yaml": "pyyaml",
+    "jax": "jax",
+    "torch": "torch",
 }
 # Imports inside `try: ... except ImportError` are optional and need no pin
 # (e.g. ai_edge_litert and tqdm, which tf-models-official and
@@ -153,9 +155,12 @@ def test_setup_pins_the_stack_and_keeps_the_core_light():
     assert {_requirement_name(r) for r in requires} == {"tensorflow", "tf-keras", "keras", "numpy", "absl-py"}
     extras = metadata["extras_require"]
     assert "tf-models-official==2.20.0" in extras["garden"]
-    assert set(extras["all"]) == {r for name, extra in extras.items() if name not in ("all", "test") for r in extra}
+    # PyTorch (with its CUDA libraries) is its own extra, outside `all` and `test`.
+    assert set(extras["all"]) == {r for name, extra in extras.items()
+                                  if name not in ("all", "test", "torch") for r in extra}
     test_names = {_requirement_name(r) for r in extras["test"]}
-    assert {"pytest", "pytest-xdist", "scikit-learn", "scipy", "ray", "pyglove"} <= test_names
+    assert {"pytest", "pytest-xdist", "scikit-learn", "scipy", "ray", "pyglove", "jax"} <= test_names
+    assert "torch" not in test_names and {_requirement_name(r) for r in extras["torch"]} == {"torch"}
 
 
 def _catches_import_error(handler):
@@ -207,8 +212,8 @@ EXTRAS_OF_AREA = {
     "evonorm_tf/neighbours": ("garden",),
     "evonorm_tf/search": ("search", "ray"),
     "tpu_scripts": ("garden",),
-    "bench": ("garden",),
-    "tests": ("test",),
+    "bench": ("garden", "jax", "torch"),
+    "tests": ("test", "torch"),
 }
 
 
