@@ -18,6 +18,8 @@ import tensorflow as tf
 from evonorm_tf import arguments, kernels, statistics
 
 ACTIVATIONS = {"relu": tf.nn.relu, "silu": tf.nn.silu}
+#: The largest finite float16: outputs of float16 layers saturate there (`docs/robustness.md`).
+FLOAT16_MAX = 65504.0
 
 
 def training_flag(training):
@@ -105,6 +107,9 @@ class NormActCore:
                 lambda: self._normalize(inputs, True),
                 lambda: self._normalize(inputs, False),
             )
+        if self.compute_dtype == "float16":
+            # Saturate rather than overflow: values beyond float16 become ±65504, not inf.
+            outputs = tf.clip_by_value(outputs, -FLOAT16_MAX, FLOAT16_MAX)
         return tf.cast(outputs, self.compute_dtype)
 
     def _normalize(self, x, training):
@@ -171,9 +176,12 @@ class BatchSeriesCore(NormActCore):
         return self._formula(x, variance)
 
     def _update_moving_variance(self, batch_variance):
-        self.moving_variance.assign(
-            self.momentum * self.moving_variance + (1.0 - self.momentum) * batch_variance
-        )
+        # Saturates at the largest float32 (never inf), so later batches bring it back down.
+        batch_variance = tf.minimum(batch_variance, statistics.FLOAT32_MAX)
+        self.moving_variance.assign(tf.minimum(
+            self.momentum * self.moving_variance + (1.0 - self.momentum) * batch_variance,
+            statistics.FLOAT32_MAX,
+        ))
 
     def _formula(self, x, batch_variance):
         raise NotImplementedError
