@@ -269,7 +269,10 @@ B_SERIES_ARGUMENTS = """      momentum: moving-average momentum, `mv ← momentu
 
     Call arguments:
       inputs: a float tensor (float32, float16 or bfloat16); statistics are
-        computed in float32 and the output has the layer's compute dtype.
+        computed in float32, at any scale of the inputs, and the output has
+        the layer's compute dtype (float16 outputs saturate at ±65504). A
+        batch variance beyond float32 enters `moving_variance` as the
+        largest float32 (see docs/robustness.md).
       training: in training the batch variance of `inputs` is used and
         `moving_variance` is updated; in inference `moving_variance` is used,
         so outputs do not depend on the rest of the batch. The instance term
@@ -286,7 +289,8 @@ S_SERIES_ARGUMENTS = """      groups: number of channel groups; must divide the 
       v_initializer: initializer of v (S0 only). Default `"ones"`.
 
     Call arguments:
-      inputs: a float tensor; statistics in float32, output in compute dtype.
+      inputs: a float tensor; statistics in float32 at any scale of the
+        inputs, output in compute dtype (float16 outputs saturate at ±65504).
       training: ignored; training and inference compute the same function,
         and each sample's output depends only on that sample.
 

@@ -174,11 +174,11 @@ def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma,
                              instance_offset, batch_offset, sums):
     """Per-(sample, channel) coefficients of dx and the small gradients (stat-sized).
 
-    Returns `(slope, unit, offset, dγ, dβ, dv, d batch_variance)`, with
-    `dx = γ·dy/den·(R ? instance/den : 1) + slope·((x − origin)·unit) − offset`.
-    `unit` is 1, or `1/max(instance, batch_std)` where that is above
-    `_LARGE_ROOT`: the slope of x of scale 1e30 is of order 1e-60, below
-    float32, but that of `(x − origin)·unit` is not.
+    Returns `(slopes, units, offset, dγ, dβ, dv, d batch_variance)`, with
+    `dx = γ·dy/den·(R ? instance/den : 1) + Σ slope·((x − origin)·unit) − offset`
+    over the instance and the batch term. Each unit is 1, or 1/root of its
+    statistic where that is above `_LARGE_ROOT` (`_unit`): the slope of x of
+    scale 1e30 is of order 1e-60, below float32, that of `(x − origin)·unit` is not.
     """
     g, v = _vector(gamma, channels_last), _vector(v, channels_last)
     sum_dy, sum_p = sums[:2]
@@ -194,20 +194,22 @@ def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma,
         sum_p_right = sums[2]
         dinstance = -g * sums[3]
     # ∂σ/∂statistic · ∂statistic/∂x = 1/(2σ) · 2(x − centre)/S.
-    unit = _unit(tf.maximum(instance, batch_std))
-    instance_coefficient = dinstance / count / (instance * unit)
+    instance_unit, batch_unit = _unit(instance), _unit(batch_std)
+    instance_coefficient = dinstance / count / (instance * instance_unit)
     # ∂L/∂σ_b from the elements where σ_b won the max.
     dbatch_std = -g / batch_std * _batch_sum(sum_p - sum_p_right)
     dvariance = dbatch_std / (2.0 * batch_std)
     if training:
         # 2·∂L/∂variance/(S·N) = ∂L/∂σ_b/(σ_b·S·N), over `unit`.
-        batch_coefficient = dbatch_std / (count * batch) / (batch_std * unit)
+        batch_coefficient = dbatch_std / (count * batch) / (batch_std * batch_unit)
     else:
         batch_coefficient = tf.zeros_like(dvariance)
-    slope = instance_coefficient + batch_coefficient
-    offset = instance_coefficient * (instance_offset * unit) + batch_coefficient * (batch_offset * unit)
+    slopes = (instance_coefficient, batch_coefficient)
+    offset = (instance_coefficient * (instance_offset * instance_unit)
+              + batch_coefficient * (batch_offset * batch_unit))
     dv = -_channel_sum(g * sum_p_right_x_den) if kind == "b0" else tf.zeros_like(gamma)
-    return slope, unit, offset, _channel_sum(sum_p), _channel_sum(sum_dy), dv, tf.reshape(dvariance, [-1])
+    return (slopes, (instance_unit, batch_unit), offset, _channel_sum(sum_p), _channel_sum(sum_dy), dv,
+            tf.reshape(dvariance, [-1]))
 
 
 #: Roots above this make the gradients' slopes per unit of (x − centre)/root (see `_unit`).
@@ -224,11 +226,12 @@ def _unit(root):
     return tf.where(root > _LARGE_ROOT, 1.0 / root, tf.ones_like(root))
 
 
-def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slope, unit, origin, offset):
+def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, origin, offset):
     right = _right_branch(kind, x4, _vector(v, channels_last), instance)
     den = tf.maximum(batch_std, right)
     direct = _vector(gamma, channels_last) * dy4 / den * tf.where(right > batch_std, instance / den, 1.0)
-    return direct + slope * ((x4 - origin) * unit) - offset
+    centred = x4 - origin
+    return direct + slopes[0] * (centred * units[0]) + slopes[1] * (centred * units[1]) - offset
 
 
 @_kernel(layout_index=1)
@@ -236,9 +239,9 @@ def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batc
     """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx."""
     sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
     count, batch = _spatial_count(x4, channels_last), tf.cast(tf.shape(x4)[0], tf.float32)
-    slope, unit, offset, *small = _b_gradient_coefficients(
+    slopes, units, offset, *small = _b_gradient_coefficients(
         kind, channels_last, training, count, batch, gamma, v, instance, batch_std, *offsets, sums)
-    dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slope, unit, offsets[0],
+    dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, offsets[0],
                          offset)
     return [dx4] + small
 
