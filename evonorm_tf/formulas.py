@@ -22,8 +22,9 @@ so the caller can pass either the current batch's (training) or the moving
 average (inference); `evonorm_b_training` computes it from x and returns it
 for the moving-average update. Every function computes in float32 and
 returns float32. Statistics enter only through their roots `sqrt(stat + ε)`,
-computed at any scale of x (`evonorm_tf.statistics.root`): inputs as large
-as float32 holds give finite outputs.
+computed at any scale of x (`evonorm_tf.statistics.root`): inputs whose
+squares overflow float32 (scale 1e30) give the exact, finite outputs
+(docs/robustness.md).
 
 These are the definitions: the `reference` kernel path, the fallback of the
 others, and the reference of their tests. Layers run the implementation of

@@ -158,9 +158,10 @@ def check_counts(params):
 
 
 def _sets_strict_groups(config):
-    """Whether some norm-act of a config (a nested dict) sets `groups` with `adjust_groups: false`."""
+    """Whether some grouped norm-act of a config (a nested dict) sets `groups` with `adjust_groups: false`."""
     if isinstance(config, dict):
-        if config.get("groups") is not None and config.get("adjust_groups") is False:
+        grouped = str(config.get("type", "")).startswith(("gn_", "evonorm_s", "graph:"))
+        if grouped and config.get("groups") is not None and config.get("adjust_groups") is False:
             return True
         return any(_sets_strict_groups(value) for value in config.values())
     if isinstance(config, (list, tuple)):
@@ -169,7 +170,7 @@ def _sets_strict_groups(config):
 
 
 def check_model(params):
-    """Builds the model once where a config sets group counts without `adjust_groups`.
+    """Builds the model once where a config sets a GN or S-series group count without `adjust_groups`.
 
     A `groups` that does not divide some layer's channels is only found when
     that layer is made; built here, before anything is logged or written, the

@@ -30,6 +30,9 @@ makes them fast on CPU (each point measured, see `bench/layers.py`):
    Group and batch statistics are exact (Chan et al.) combinations of the
    per-channel ones, so the B-series get their batch variance without
    another pass. Second moments (B1, B2 at inference, S2) are one sum of x².
+   Each sum of squares has a twin over the values times 2⁻⁸⁰, a third term
+   of the same reduction, used where float32 overflows (inputs of scale
+   1e30: `evonorm_tf.statistics.root`, docs/robustness.md).
 3. **Small math kept out of the x-sized loops.** XLA fuses cheap producers
    into each consumer and recomputes them there, per element in an x-sized
    loop. So the finished sums are materialised once (`_materialized`), group

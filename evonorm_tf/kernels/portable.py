@@ -11,7 +11,8 @@ over channels. The B-series training pass takes the batch moments from the
 per-(sample, channel) ones (Chan et al.'s combination): one pass over x for
 both. Every mean of squares is also taken of the values scaled by a power of
 two (`statistics.mean_squares`, a sibling reduction XLA fuses into the same
-pass) and used where the plain one overflows float32: finite at any scale. Gradients are TensorFlow's, which XLA fuses into the same reductions.
+pass) and used where the plain one overflows float32: finite at any scale.
+Gradients are TensorFlow's, which XLA fuses into the same reductions.
 
 Nothing here is shape-specialised: a `tf.function` with `None` dimensions
 traces once, and inside a compiled model the ops join the model's cluster.
