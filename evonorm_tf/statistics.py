@@ -33,8 +33,6 @@ import tensorflow as tf
 from evonorm_tf import arguments
 
 __all__ = [
-    "DOWNSCALE",
-    "FLOAT32_MAX",
     "batch_moments",
     "batch_root",
     "batch_variance",
