@@ -233,8 +233,10 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
     right = _right_branch(kind, x4, _vector(v, channels_last), instance)
     den = tf.maximum(batch_std, right)
     direct = _vector(gamma, channels_last) * dy4 / den * tf.where(right > batch_std, instance / den, 1.0)
-    centred = x4 - origin
-    return direct + slopes[0] * (centred * units[0]) + slopes[1] * (centred * units[1]) - offset
+    # (x·unit − origin·unit), not (x − origin)·unit: XLA would reassociate slope·(t·unit) into
+    # (slope·unit)·t, which is below float32 at scale 1e30. For ordinary inputs unit is 1.
+    return (direct + slopes[0] * (x4 * units[0] - origin * units[0])
+            + slopes[1] * (x4 * units[1] - origin * units[1]) - offset)
 
 
 @_kernel(layout_index=1)
@@ -338,7 +340,7 @@ def _s_backward_partials(channels_last, with_v, x4, dy4, v):
 def _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, inverse, sums):
     """`(scale, coefficient, unit, dγ, dβ, dv)` of an S-series gradient (stat-sized).
 
-    dx's centred term is `coefficient·(((x − origin) − offset)·unit)` (see `_unit`).
+    dx's centred term is `coefficient·((x·unit − origin·unit) − offset·unit)` (see `_unit`).
     """
     g = _vector(gamma, channels_last)
     sum_dy, sum_f = sums[:2]
@@ -360,7 +362,7 @@ def _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, invers
 def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, unit, origin, offset):
     z = _vector(v, channels_last) * x4
     s = tf.sigmoid(z)
-    return dy4 * scale * s * (1.0 + z * (1.0 - s)) + coefficient * (((x4 - origin) - offset) * unit)
+    return dy4 * scale * s * (1.0 + z * (1.0 - s)) + coefficient * ((x4 * unit - origin * unit) - offset * unit)
 
 
 @_kernel(layout_index=0)
