@@ -66,6 +66,9 @@ class TensorFlowCompute:
     def cast(self, x, dtype):
         return tf.cast(x, dtype)
 
+    def clip(self, x, low, high):
+        return tf.clip_by_value(x, low, high)
+
     def read(self, variable):
         return tf.convert_to_tensor(variable)
 
@@ -152,6 +155,9 @@ class KerasOpsCompute:
 
     def cast(self, x, dtype):
         return keras.ops.cast(x, dtype)
+
+    def clip(self, x, low, high):
+        return keras.ops.clip(x, low, high)
 
     def read(self, variable):
         return keras.ops.convert_to_tensor(variable)

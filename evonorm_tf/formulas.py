@@ -21,7 +21,10 @@ and per-channel vectors γ, β, v of shape `[C]`,
 so the caller can pass either the current batch's (training) or the moving
 average (inference); `evonorm_b_training` computes it from x and returns it
 for the moving-average update. Every function computes in float32 and
-returns float32.
+returns float32. Statistics enter only through their roots `sqrt(stat + ε)`,
+computed at any scale of x (`evonorm_tf.statistics.root`): inputs whose
+squares overflow float32 (scale 1e30) give the exact, finite outputs
+(docs/robustness.md).
 
 These are the definitions: the `reference` kernel path, the fallback of the
 others, and the reference of their tests. Layers run the implementation of
@@ -66,10 +69,25 @@ def affine(x, gamma, beta, data_format="channels_last"):
     return x * _channel(gamma, x, data_format) + _channel(beta, x, data_format)
 
 
-def _b_series(x, numerator, right_branch, gamma, beta, batch_variance, epsilon, data_format):
-    batch_std = tf.sqrt(_channel(batch_variance, x, data_format) + epsilon)
+def _b_series(x, right_branch, gamma, beta, batch_std, data_format):
     denominator = tf.maximum(batch_std, right_branch)
-    return numerator / denominator * _channel(gamma, x, data_format) + _channel(beta, x, data_format)
+    return x / denominator * _channel(gamma, x, data_format) + _channel(beta, x, data_format)
+
+
+def _batch_std(batch_variance, epsilon, x, data_format):
+    return tf.sqrt(_channel(batch_variance, x, data_format) + epsilon)
+
+
+def _evonorm_b(kind, x, gamma, beta, v, batch_std, epsilon, data_format):
+    """A B-series output given `sqrt(s2_bhw + ε)`; instance statistics as roots, at any scale."""
+    instance = statistics.instance_root(x, epsilon, data_format, centered=kind == "b0")
+    if kind == "b0":
+        right = _channel(v, x, data_format) * x + instance
+    elif kind == "b1":
+        right = (x + 1.0) * instance
+    else:
+        right = instance - x
+    return _b_series(x, right, gamma, beta, batch_std, data_format)
 
 
 def evonorm_b0(x, gamma, beta, v, batch_variance, epsilon=1e-5, data_format="channels_last"):
@@ -84,29 +102,25 @@ def evonorm_b0(x, gamma, beta, v, batch_variance, epsilon=1e-5, data_format="cha
       data_format: `"channels_last"` or `"channels_first"`.
     """
     x = _float32(x)
-    instance_std = tf.sqrt(statistics.instance_variance(x, data_format) + epsilon)
-    right = _channel(v, x, data_format) * x + instance_std
-    return _b_series(x, x, right, gamma, beta, batch_variance, epsilon, data_format)
+    batch_std = _batch_std(batch_variance, epsilon, x, data_format)
+    return _evonorm_b("b0", x, gamma, beta, v, batch_std, epsilon, data_format)
 
 
 def evonorm_b1(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-B1: `x / max(sqrt(s2_bhw + ε), (x + 1)·sqrt(mu2_hw + ε)) · γ + β`."""
     x = _float32(x)
-    instance_rms = tf.sqrt(statistics.instance_second_moment(x, data_format) + epsilon)
-    right = (x + 1.0) * instance_rms
-    return _b_series(x, x, right, gamma, beta, batch_variance, epsilon, data_format)
+    batch_std = _batch_std(batch_variance, epsilon, x, data_format)
+    return _evonorm_b("b1", x, gamma, beta, None, batch_std, epsilon, data_format)
 
 
 def evonorm_b2(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-B2: `x / max(sqrt(s2_bhw + ε), sqrt(mu2_hw + ε) − x) · γ + β`."""
     x = _float32(x)
-    instance_rms = tf.sqrt(statistics.instance_second_moment(x, data_format) + epsilon)
-    right = instance_rms - x
-    return _b_series(x, x, right, gamma, beta, batch_variance, epsilon, data_format)
+    batch_std = _batch_std(batch_variance, epsilon, x, data_format)
+    return _evonorm_b("b2", x, gamma, beta, None, batch_std, epsilon, data_format)
 
 
-_B_FORMULAS = {"b0": evonorm_b0, "b1": evonorm_b1, "b2": evonorm_b2}
-
+_B_KINDS = ("b0", "b1", "b2")
 
 
 def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="channels_last"):
@@ -120,19 +134,20 @@ def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="chann
     Returns:
       y (float32) and the batch variance as a `[C]` vector (for the moving
       average; no gradient flows through it, the one through y is complete).
+      y uses `sqrt(s2_bhw + ε)` at any scale of x; a batch variance beyond
+      float32 is returned as the largest float32 (`statistics.saturated`).
     """
-    if kind not in _B_FORMULAS:
-        raise ValueError(f"kind must be one of {sorted(_B_FORMULAS)}, received {kind!r}")
+    if kind not in _B_KINDS:
+        raise ValueError(f"kind must be one of {sorted(_B_KINDS)}, received {kind!r}")
     x = _float32(x)
     arguments.check_data_format(data_format)
-    variance = statistics.batch_variance(x, data_format)
-    extra = (v,) if kind == "b0" else ()
-    y = _B_FORMULAS[kind](x, gamma, beta, *extra, variance, epsilon, data_format)
+    batch_std, variance = statistics.batch_root(x, epsilon, data_format)
+    y = _evonorm_b(kind, x, gamma, beta, v, batch_std, epsilon, data_format)
     return y, tf.stop_gradient(tf.reshape(variance, [-1]))
 
 
-def _s_series(x, numerator, group_statistic, gamma, beta, epsilon, data_format):
-    scale = tf.math.rsqrt(group_statistic + epsilon) * _channel(gamma, x, data_format)
+def _s_series(x, numerator, inverse_root, gamma, beta, data_format):
+    scale = inverse_root * _channel(gamma, x, data_format)
     return numerator * scale + _channel(beta, x, data_format)
 
 
@@ -140,37 +155,37 @@ def evonorm_s0(x, gamma, beta, v, groups, epsilon=1e-5, data_format="channels_la
     """EvoNorm-S0: `x·σ(v·x) / sqrt(s2_hwg + ε) · γ + β` with `groups` channel groups."""
     x = _float32(x)
     numerator = x * tf.sigmoid(_channel(v, x, data_format) * x)
-    variance = statistics.group_variance(x, groups, data_format)
-    return _s_series(x, numerator, variance, gamma, beta, epsilon, data_format)
+    inverse = statistics.group_root(x, groups, epsilon, data_format, inverse=True)
+    return _s_series(x, numerator, inverse, gamma, beta, data_format)
 
 
 def evonorm_s1(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S1: `x·σ(x) / sqrt(s2_hwg + ε) · γ + β`."""
     x = _float32(x)
-    variance = statistics.group_variance(x, groups, data_format)
-    return _s_series(x, x * tf.sigmoid(x), variance, gamma, beta, epsilon, data_format)
+    inverse = statistics.group_root(x, groups, epsilon, data_format, inverse=True)
+    return _s_series(x, x * tf.sigmoid(x), inverse, gamma, beta, data_format)
 
 
 def evonorm_s2(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S2: `x·σ(x) / sqrt(mu2_hwg + ε) · γ + β`."""
     x = _float32(x)
-    second_moment = statistics.group_second_moment(x, groups, data_format)
-    return _s_series(x, x * tf.sigmoid(x), second_moment, gamma, beta, epsilon, data_format)
-
+    inverse = statistics.group_root(x, groups, epsilon, data_format, centered=False, inverse=True)
+    return _s_series(x, x * tf.sigmoid(x), inverse, gamma, beta, data_format)
 
 
 def group_norm(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """GroupNorm (Wu & He 2018): `(x − mean_hwg) / sqrt(s2_hwg + ε) · γ + β`."""
     x = _float32(x)
-    mean, variance = statistics.group_moments(x, groups, data_format)
-    return _s_series(x, x - mean, variance, gamma, beta, epsilon, data_format)
+    mean = statistics.group_moments(x, groups, data_format)[0]
+    inverse = statistics.group_root(x, groups, epsilon, data_format, inverse=True)
+    return _s_series(x, x - mean, inverse, gamma, beta, data_format)
 
 
 def filter_response_norm(x, gamma, beta, epsilon=1e-5, data_format="channels_last"):
     """Filter Response Normalization (Singh & Krishnan 2020): `γ·x / sqrt(mu2_hw + ε) + β`."""
     x = _float32(x)
-    second_moment = statistics.instance_second_moment(x, data_format)
-    return _s_series(x, x, second_moment, gamma, beta, epsilon, data_format)
+    inverse = statistics.instance_root(x, epsilon, data_format, centered=False, inverse=True)
+    return _s_series(x, x, inverse, gamma, beta, data_format)
 
 
 def thresholded_linear_unit(y, tau, data_format="channels_last"):

@@ -16,8 +16,11 @@ and implements `_add_channel_weight`, the one method whose signature differs
 between the two Keras versions. Docstrings of the public layers live here.
 """
 
-from evonorm_tf import arguments, compute_backends
+from evonorm_tf import arguments, compute_backends, statistics
 from evonorm_tf.compute_backends import training_flag  # noqa: F401  (public: extensions use it)
+
+#: The largest finite float16: outputs of float16 layers saturate there (`docs/robustness.md`).
+FLOAT16_MAX = 65504.0
 
 
 class NormActCore:
@@ -95,6 +98,9 @@ class NormActCore:
                 lambda: self._normalize(inputs, True),
                 lambda: self._normalize(inputs, False),
             )
+        if self.compute_dtype == "float16":
+            # Saturate rather than overflow: values beyond float16 become ±65504, not inf.
+            outputs = compute.clip(outputs, -FLOAT16_MAX, FLOAT16_MAX)
         return compute.cast(outputs, self.compute_dtype)
 
     def _normalize(self, x, training):
@@ -161,9 +167,13 @@ class BatchSeriesCore(NormActCore):
         return self._formula(x, variance)
 
     def _update_moving_variance(self, batch_variance):
-        self.moving_variance.assign(
-            self.momentum * self.moving_variance + (1.0 - self.momentum) * batch_variance
-        )
+        # Saturates at the largest float32 (never inf), so later batches bring it back down.
+        compute = self._compute
+        batch_variance = compute.clip(batch_variance, 0.0, statistics.FLOAT32_MAX)
+        self.moving_variance.assign(compute.clip(
+            self.momentum * compute.read(self.moving_variance) + (1.0 - self.momentum) * batch_variance,
+            0.0, statistics.FLOAT32_MAX,
+        ))
 
     def _formula(self, x, batch_variance):
         raise NotImplementedError
@@ -253,7 +263,10 @@ B_SERIES_ARGUMENTS = """      momentum: moving-average momentum, `mv ← momentu
 
     Call arguments:
       inputs: a float tensor (float32, float16 or bfloat16); statistics are
-        computed in float32 and the output has the layer's compute dtype.
+        computed in float32, at any scale of the inputs, and the output has
+        the layer's compute dtype (float16 outputs saturate at ±65504). A
+        batch variance beyond float32 enters `moving_variance` as the
+        largest float32 (see docs/robustness.md).
       training: in training the batch variance of `inputs` is used and
         `moving_variance` is updated; in inference `moving_variance` is used,
         so outputs do not depend on the rest of the batch. The instance term
@@ -270,7 +283,8 @@ S_SERIES_ARGUMENTS = """      groups: number of channel groups; must divide the 
       v_initializer: initializer of v (S0 only). Default `"ones"`.
 
     Call arguments:
-      inputs: a float tensor; statistics in float32, output in compute dtype.
+      inputs: a float tensor; statistics in float32 at any scale of the
+        inputs, output in compute dtype (float16 outputs saturate at ±65504).
       training: ignored; training and inference compute the same function,
         and each sample's output depends only on that sample.
 

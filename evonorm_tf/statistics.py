@@ -16,6 +16,15 @@ statistic can be used exactly like an instance statistic. All variances are
 biased (population) variances computed in two passes (mean, then mean squared
 deviation), which does not lose precision when |mean| >> std.
 
+Squares of large values overflow float32 (largest value 3.4e38: |x| above
+about 1.8e19 already). The layers therefore never use a statistic of squares
+directly but its root `sqrt(statistic + ε)`, which is representable whenever
+x is: `mean_squares` keeps every mean of squares twice, as is and at the
+scale `DOWNSCALE²` (the values scaled by the power of two `DOWNSCALE` before
+squaring), and `root` / `inverse_root` use the scaled one exactly where the
+other overflows (`docs/robustness.md`). `batch_root`, `instance_root` and
+`group_root` are the roots of the layers' statistics computed that way.
+
 All functions are XLA-compilable (`tf.function(jit_compile=True)`).
 """
 
@@ -25,14 +34,26 @@ from evonorm_tf import arguments
 
 __all__ = [
     "batch_moments",
+    "batch_root",
     "batch_variance",
     "broadcast_channel_vector",
     "group_moments",
     "group_second_moment",
+    "group_root",
     "group_variance",
+    "instance_root",
     "instance_second_moment",
     "instance_variance",
+    "inverse_root",
+    "mean_squares",
+    "root",
+    "saturated",
 ]
+
+#: Squares are also taken of the values times this power of two, for where float32 overflows.
+DOWNSCALE = 2.0**-80
+#: The largest finite float32.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _as_float32(x):
@@ -162,3 +183,93 @@ def group_second_moment(x, groups, data_format="channels_last"):
     x = _as_float32(x)
     grouped, axes, to_channels = _grouped(x, groups, data_format)
     return to_channels(tf.reduce_mean(tf.square(grouped), axis=axes, keepdims=True))
+
+
+# -- roots of statistics of squares, at any scale ----------------------------------------
+
+
+def mean_squares(d, axis):
+    """`(mean of d², mean of (d·DOWNSCALE)²)` over `axis`, keepdims, float32.
+
+    The first is inf where float32 overflows; the second, `DOWNSCALE²` times
+    the first, is finite for every finite d. The second is used only where
+    the first overflowed (`root`), i.e. where the squares sum to more than
+    3.4e38: values below about 45 in magnitude, which add nothing to it,
+    are negligible there.
+    """
+    d = _as_float32(d)
+    plain = tf.reduce_mean(tf.square(d), axis=axis, keepdims=True)
+    small = tf.reduce_mean(tf.square(d * DOWNSCALE), axis=axis, keepdims=True)
+    return plain, small
+
+
+def root(statistic, small, epsilon):
+    """`sqrt(statistic + ε)`; where `statistic` overflowed, `sqrt(small)/DOWNSCALE`.
+
+    `small` is the statistic of the values scaled by `DOWNSCALE` (see
+    `mean_squares`), used only where `statistic` is inf; there ε is below
+    float32's resolution of the result. Gradients flow
+    through the branch used (the other is fed a harmless value, so no NaN).
+    """
+    overflow = tf.logical_not(tf.math.is_finite(statistic))
+    plain = tf.sqrt(tf.where(overflow, tf.zeros_like(statistic), statistic) + epsilon)
+    scaled = tf.sqrt(tf.where(overflow, small, tf.ones_like(small))) * (1.0 / DOWNSCALE)
+    return tf.where(overflow, scaled, plain)
+
+
+def inverse_root(statistic, small, epsilon):
+    """`1 / sqrt(statistic + ε)`, as `root` where `statistic` overflowed."""
+    overflow = tf.logical_not(tf.math.is_finite(statistic))
+    plain = tf.math.rsqrt(tf.where(overflow, tf.zeros_like(statistic), statistic) + epsilon)
+    scaled = tf.math.rsqrt(tf.where(overflow, small, tf.ones_like(small))) * DOWNSCALE
+    return tf.where(overflow, scaled, plain)
+
+
+def saturated(statistic, small):
+    """`statistic` where finite, else `small/DOWNSCALE²` clipped to `FLOAT32_MAX`.
+
+    What the B-series keep as the batch variance for their moving average
+    when it is beyond float32 (`docs/robustness.md`).
+    """
+    # Two steps with a minimum between, so that no graph optimizer folds 2⁸⁰·2⁸⁰ (inf) into one constant.
+    restored = tf.minimum(small * (1.0 / DOWNSCALE), FLOAT32_MAX * DOWNSCALE) * (1.0 / DOWNSCALE)
+    return tf.where(tf.math.is_finite(statistic), statistic, restored)
+
+
+def _centered_mean_squares(x, axes, centered):
+    x = _as_float32(x)
+    if centered:
+        x = x - tf.stop_gradient(tf.reduce_mean(x, axis=axes, keepdims=True))
+    return mean_squares(x, axes)
+
+
+def batch_root(x, epsilon, data_format="channels_last"):
+    """`(sqrt(s2_bhw + ε), s2_bhw saturated)` per channel, keepdims, at any scale of x."""
+    arguments.check_data_format(data_format)
+    x = _as_float32(x)
+    statistic, small = _centered_mean_squares(x, [0] + _spatial_axes(x, data_format), True)
+    return root(statistic, small, epsilon), saturated(statistic, small)
+
+
+def instance_root(x, epsilon, data_format="channels_last", centered=True, inverse=False):
+    """`sqrt(s2_hw + ε)` (`centered`) or `sqrt(mu2_hw + ε)`, per sample and channel, at any scale.
+
+    `inverse=True` gives `1 / sqrt(...)` (`inverse_root`: its gradient, unlike
+    that of `1 / root`, has no factor 1/root², which is below float32 at scale 1e30).
+    """
+    arguments.check_data_format(data_format)
+    x = _as_float32(x)
+    statistic = _centered_mean_squares(x, _spatial_axes(x, data_format), centered)
+    return (inverse_root if inverse else root)(*statistic, epsilon)
+
+
+def group_root(x, groups, epsilon, data_format="channels_last", centered=True, inverse=False):
+    """`sqrt(s2_hwg + ε)` (`centered`) or `sqrt(mu2_hwg + ε)` per sample and group, at any scale.
+
+    Repeated over the channels of each group; `inverse=True` gives `1 / sqrt(...)`.
+    """
+    arguments.check_data_format(data_format)
+    x = _as_float32(x)
+    grouped, axes, to_channels = _grouped(x, groups, data_format)
+    statistic, small = _centered_mean_squares(grouped, axes, centered)
+    return to_channels((inverse_root if inverse else root)(statistic, small, epsilon))

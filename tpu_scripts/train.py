@@ -157,6 +157,39 @@ def check_counts(params):
             raise command_line.CommandLineError(f"{key} must be a positive integer, received {value!r}")
 
 
+def _sets_strict_groups(config):
+    """Whether some grouped norm-act of a config (a nested dict) sets `groups` with `adjust_groups: false`."""
+    if isinstance(config, dict):
+        grouped = str(config.get("type", "")).startswith(("gn_", "evonorm_s", "graph:"))
+        if grouped and config.get("groups") is not None and config.get("adjust_groups") is False:
+            return True
+        return any(_sets_strict_groups(value) for value in config.values())
+    if isinstance(config, (list, tuple)):
+        return any(_sets_strict_groups(value) for value in config)
+    return False
+
+
+def check_model(params):
+    """Builds the model once where a config sets a GN or S-series group count without `adjust_groups`.
+
+    A `groups` that does not divide some layer's channels is only found when
+    that layer is made; built here, before anything is logged or written, the
+    `ValueError` naming the layer is one line. Configs that leave `groups`
+    unset (or adjust it) skip this build.
+    """
+    if not _sets_strict_groups(params.as_dict()):
+        return
+    import tf_keras
+    from official.core import task_factory
+
+    try:
+        task_factory.get_task(params.task).build_model()
+    except ValueError as error:
+        raise command_line.CommandLineError(command_line.one_line(error)) from error
+    finally:
+        tf_keras.backend.clear_session()
+
+
 def parse_experiment():
     """Model Garden's configuration parsing, with configuration errors reported in one line."""
     import tensorflow as tf
@@ -180,6 +213,7 @@ def parse_experiment():
         ) from error
     check_counts(params)
     check_data_paths(params)
+    check_model(params)
     # Logged once the configuration is known to be usable (Model Garden logs it while parsing).
     logging.info("Final experiment parameters:\n%s", pprint.pformat(params.as_dict()))
     return params

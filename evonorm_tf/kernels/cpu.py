@@ -30,6 +30,9 @@ makes them fast on CPU (each point measured, see `bench/layers.py`):
    Group and batch statistics are exact (Chan et al.) combinations of the
    per-channel ones, so the B-series get their batch variance without
    another pass. Second moments (B1, B2 at inference, S2) are one sum of x².
+   Each sum of squares has a twin over the values times 2⁻⁸⁰, a third term
+   of the same reduction, used where float32 overflows (inputs of scale
+   1e30: `evonorm_tf.statistics.root`, docs/robustness.md).
 3. **Small math kept out of the x-sized loops.** XLA fuses cheap producers
    into each consumer and recomputes them there, per element in an x-sized
    loop. So the finished sums are materialised once (`_materialized`), group
@@ -76,9 +79,10 @@ XLA-compilable, and return float32.
 """
 import tensorflow as tf
 
-from evonorm_tf import arguments
+from evonorm_tf import arguments, statistics
 from evonorm_tf.kernels import register
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
+from evonorm_tf.statistics import DOWNSCALE
 from evonorm_tf.kernels.cpu_sums import (  # noqa: F401 (B_BLOCK, S_BLOCK re-exported)
     B_BLOCK,
     S_BLOCK,
@@ -122,25 +126,29 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     count = _spatial_count(x4, channels_last)
     training = given_variance is None
     if kind == "b0" or training:
-        shift, mean_delta, m2 = channel_moments(x4, channels_last)
+        shift, mean_delta, m2, m2_small = channel_moments(x4, channels_last)
         origin = shift
     if kind == "b0":
-        instance = tf.sqrt(m2 / count + epsilon)
+        instance = statistics.root(m2 / count, m2_small / count, epsilon)
         instance_offset = mean_delta  # x − mean_hw = (x − x₀) − mean_delta
     elif training:
-        instance = tf.sqrt(m2 / count + tf.square(shift + mean_delta) + epsilon)
+        mean = shift + mean_delta
+        instance = statistics.root(m2 / count + tf.square(mean),
+                                   m2_small / count + tf.square(mean * DOWNSCALE), epsilon)
         instance_offset = -origin  # x = (x − x₀) + x₀
     else:
-        instance = tf.sqrt(mean_square(x4, channels_last) + epsilon)
+        instance = statistics.root(*mean_square(x4, channels_last), epsilon)
         origin = tf.zeros_like(instance)
         instance_offset = origin
     if training:
-        reference, batch_delta, variance = combine_batch(shift, mean_delta, m2, count)
+        reference, batch_delta, variance, variance_small = combine_batch(shift, mean_delta, m2, m2_small, count)
         batch_offset = (reference - origin) + batch_delta  # x − mean_bhw = (x − x₀) − batch_offset
+        batch_std = statistics.root(variance, variance_small, epsilon)
+        variance = statistics.saturated(variance, variance_small)
     else:
         variance = _vector(given_variance, channels_last)
         batch_offset = tf.zeros_like(variance)
-    batch_std = tf.sqrt(variance + epsilon)
+        batch_std = tf.sqrt(variance + epsilon)
     y4 = _b_output(kind, channels_last, x4, gamma, beta, v, instance, batch_std)
     return y4, tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset
 
@@ -169,8 +177,11 @@ def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma,
                              instance_offset, batch_offset, sums):
     """Per-(sample, channel) coefficients of dx and the small gradients (stat-sized).
 
-    Returns `(slope, offset, dγ, dβ, dv, d batch_variance)`, with
-    `dx = γ·dy/den·(R ? instance/den : 1) + slope·(x − origin) − offset`.
+    Returns `(slopes, units, offset, dγ, dβ, dv, d batch_variance)`, with
+    `dx = γ·dy/den·(R ? instance/den : 1) + Σ slope·((x − origin)·unit) − offset`
+    over the instance and the batch term. Each unit is 1, or 1/root of its
+    statistic where that is above `_LARGE_ROOT` (`_unit`): the slope of x of
+    scale 1e30 is of order 1e-60, below float32, that of `(x − origin)·unit` is not.
     """
     g, v = _vector(gamma, channels_last), _vector(v, channels_last)
     sum_dy, sum_p = sums[:2]
@@ -186,25 +197,46 @@ def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma,
         sum_p_right = sums[2]
         dinstance = -g * sums[3]
     # ∂σ/∂statistic · ∂statistic/∂x = 1/(2σ) · 2(x − centre)/S.
-    instance_coefficient = dinstance / (instance * count)
+    instance_unit, batch_unit = _unit(instance), _unit(batch_std)
+    instance_coefficient = dinstance / count / (instance * instance_unit)
     # ∂L/∂σ_b from the elements where σ_b won the max.
     dbatch_std = -g / batch_std * _batch_sum(sum_p - sum_p_right)
     dvariance = dbatch_std / (2.0 * batch_std)
     if training:
-        batch_coefficient = dvariance * (2.0 / (count * batch))
+        # 2·∂L/∂variance/(S·N) = ∂L/∂σ_b/(σ_b·S·N), over `unit`.
+        batch_coefficient = dbatch_std / (count * batch) / (batch_std * batch_unit)
     else:
         batch_coefficient = tf.zeros_like(dvariance)
-    slope = instance_coefficient + batch_coefficient
-    offset = instance_coefficient * instance_offset + batch_coefficient * batch_offset
+    slopes = (instance_coefficient, batch_coefficient)
+    offset = (instance_coefficient * (instance_offset * instance_unit)
+              + batch_coefficient * (batch_offset * batch_unit))
     dv = -_channel_sum(g * sum_p_right_x_den) if kind == "b0" else tf.zeros_like(gamma)
-    return slope, offset, _channel_sum(sum_p), _channel_sum(sum_dy), dv, tf.reshape(dvariance, [-1])
+    return (slopes, (instance_unit, batch_unit), offset, _channel_sum(sum_p), _channel_sum(sum_dy), dv,
+            tf.reshape(dvariance, [-1]))
 
 
-def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slope, origin, offset):
+#: Roots above this make the gradients' slopes per unit of (x − centre)/root (see `_unit`).
+_LARGE_ROOT = 2.0**40
+
+
+def _unit(root):
+    """1, or `1/root` where `root` is above `_LARGE_ROOT` (stat-sized).
+
+    The gradient of a statistic with root σ passes `c·(x − centre)` to x with
+    c of order 1/σ²: below float32 for σ above ~1e19. Gradients take it as
+    `(c/unit)·((x − centre)·unit)` instead; for ordinary inputs unit is 1.
+    """
+    return tf.where(root > _LARGE_ROOT, 1.0 / root, tf.ones_like(root))
+
+
+def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, origin, offset):
     right = _right_branch(kind, x4, _vector(v, channels_last), instance)
     den = tf.maximum(batch_std, right)
     direct = _vector(gamma, channels_last) * dy4 / den * tf.where(right > batch_std, instance / den, 1.0)
-    return direct + slope * (x4 - origin) - offset
+    # (x·unit − origin·unit), not (x − origin)·unit: XLA would reassociate slope·(t·unit) into
+    # (slope·unit)·t, which is below float32 at scale 1e30. For ordinary inputs unit is 1.
+    return (direct + slopes[0] * (x4 * units[0] - origin * units[0])
+            + slopes[1] * (x4 * units[1] - origin * units[1]) - offset)
 
 
 @_kernel(layout_index=1)
@@ -212,9 +244,10 @@ def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batc
     """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx."""
     sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
     count, batch = _spatial_count(x4, channels_last), tf.cast(tf.shape(x4)[0], tf.float32)
-    slope, offset, *small = _b_gradient_coefficients(
+    slopes, units, offset, *small = _b_gradient_coefficients(
         kind, channels_last, training, count, batch, gamma, v, instance, batch_std, *offsets, sums)
-    dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slope, offsets[0], offset)
+    dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, offsets[0],
+                         offset)
     return [dx4] + small
 
 
@@ -271,16 +304,17 @@ def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
     """
     count = _spatial_count(x4, channels_last)
     if centered:
-        shift, mean_delta, m2 = channel_moments(x4, channels_last)
-        reference, group_delta, statistic = combine_groups(shift, mean_delta, m2, count, groups)
+        shift, mean_delta, m2, m2_small = channel_moments(x4, channels_last)
+        reference, group_delta, statistic, small = combine_groups(shift, mean_delta, m2, m2_small, count, groups)
         origin = shift
         offset = (_from_groups(reference, shift) - shift) + _from_groups(group_delta, shift)
     else:
-        second = mean_square(x4, channels_last)
+        second, second_small = mean_square(x4, channels_last)
         statistic = tf.reduce_mean(_to_groups(second, groups), axis=2, keepdims=True)
+        small = tf.reduce_mean(_to_groups(second_small, groups), axis=2, keepdims=True)
         origin = tf.zeros_like(second)
         offset = origin
-    inverse = _from_groups(tf.math.rsqrt(statistic + epsilon), origin)
+    inverse = _from_groups(statistics.inverse_root(statistic, small, epsilon), origin)
     y4 = _s_output(channels_last, x4, v, inverse * _vector(gamma, channels_last), beta)
     return y4, inverse, origin, offset
 
@@ -296,14 +330,18 @@ def _s_backward_partials(channels_last, with_v, x4, dy4, v):
     dy_f = dy4 * x4 * s
     if not with_v:
         return _block_sums(channels_last, dy4, dy_f)
-    pair = _block_sums(channels_last, tf.complex(dy4, tf.zeros_like(dy4)), tf.complex(dy_f, dy_f * x4 * (1.0 - s)))
+    # x·(1 − σ) before the product: x² alone overflows float32 where σ' is 0.
+    pair = _block_sums(channels_last, tf.complex(dy4, tf.zeros_like(dy4)), tf.complex(dy_f, dy_f * (x4 * (1.0 - s))))
     axis = 2 if channels_last else 1
     second = tf.gather(pair, [1], axis=axis)
     return tf.concat([tf.math.real(pair), tf.math.imag(second)], axis)
 
 
 def _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, inverse, sums):
-    """`(scale, coefficient, dγ, dβ, dv)` of an S-series gradient (stat-sized)."""
+    """`(scale, coefficient, unit, dγ, dβ, dv)` of an S-series gradient (stat-sized).
+
+    dx's centred term is `coefficient·((x·unit − origin·unit) − offset·unit)` (see `_unit`).
+    """
     g = _vector(gamma, channels_last)
     sum_dy, sum_f = sums[:2]
     # ∂L/∂stat = ∂L/∂ρ⁻¹ · (−ρ⁻³/2), ∂L/∂ρ⁻¹ summed over each group; ∂stat/∂x = 2(x − centre)/(S·C/G).
@@ -311,16 +349,20 @@ def _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, invers
     dinverse = tf.reduce_sum(_to_groups(g * sum_f, groups), axis=2, keepdims=True)
     channels = tf.shape(sum_f)[3 if channels_last else 1]
     per_group = tf.cast(channels // groups, tf.float32) * count
-    coefficient = _from_groups(-dinverse * _to_groups(inverse, groups)[:, :, :1] ** 3 / per_group, sum_f)
+    inverse_g = _to_groups(inverse, groups)[:, :, :1]
+    unit = _unit(1.0 / inverse_g)
+    # −∂L/∂ρ⁻¹·ρ⁻³ over `unit`, multiplied in this order: ρ⁻³ alone is below float32 at scale 1e30.
+    coefficient = _from_groups(-dinverse * inverse_g * inverse_g * (inverse_g / unit) / per_group, sum_f)
     scale = inverse * g
     dv = _channel_sum(scale * sums[2]) if with_v else tf.zeros_like(gamma)
-    return scale, coefficient, _channel_sum(sum_f * inverse), _channel_sum(sum_dy), dv
+    unit = _from_groups(unit, sum_f)
+    return scale, coefficient, unit, _channel_sum(sum_f * inverse), _channel_sum(sum_dy), dv
 
 
-def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, origin, offset):
+def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, unit, origin, offset):
     z = _vector(v, channels_last) * x4
     s = tf.sigmoid(z)
-    return dy4 * scale * s * (1.0 + z * (1.0 - s)) + coefficient * ((x4 - origin) - offset)
+    return dy4 * scale * s * (1.0 + z * (1.0 - s)) + coefficient * ((x4 * unit - origin * unit) - offset * unit)
 
 
 @_kernel(layout_index=0)
@@ -334,8 +376,9 @@ def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v_for_dx, inve
     """
     sums = _finish(channels_last, _s_backward_partials(channels_last, with_v, x4, dy4, v))
     count = _spatial_count(x4, channels_last)
-    scale, coefficient, *small = _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, inverse, sums)
-    return [_s_backward_dx(channels_last, x4, dy4, v_for_dx, scale, coefficient, origin, offset)] + small
+    scale, coefficient, unit, *small = _s_gradient_coefficients(channels_last, groups, with_v, count, gamma,
+                                                                 inverse, sums)
+    return [_s_backward_dx(channels_last, x4, dy4, v_for_dx, scale, coefficient, unit, origin, offset)] + small
 
 
 def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):

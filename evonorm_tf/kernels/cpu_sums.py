@@ -7,6 +7,7 @@ through a matmul) is explained in the docstring of `evonorm_tf.kernels.cpu`.
 import tensorflow as tf
 
 from evonorm_tf.kernels import cpu_launch
+from evonorm_tf.statistics import DOWNSCALE
 
 # -- layout -------------------------------------------------------------------------
 # Kernels see x as `[N, R, B, C]` (channels_last) or `[N, C, R, B]`
@@ -186,51 +187,66 @@ def _finish(channels_last, partials):
 def channel_moments(x4, channels_last):
     """Per-(sample, channel) moments about a shift, stat-shaped.
 
-    Returns `(shift, mean_delta, m2)`: the mean is `shift + mean_delta` and
-    `m2 = Σ(x − mean)²`. Keeping the mean as a shift (a sample of the data)
-    plus a small delta lets later steps form `x − mean` as
-    `(x − shift) − mean_delta` without losing digits when |mean| >> std.
+    Returns `(shift, mean_delta, m2, m2_small)`: the mean is `shift +
+    mean_delta`, `m2 = Σ(x − mean)²` (inf where it overflows float32) and
+    `m2_small`, the same of `(x − shift)·DOWNSCALE`, summed in the same
+    reduction: finite at any scale, used only where m2 is inf (squares that
+    underflow in it are negligible there; `evonorm_tf.statistics.root`).
+    Keeping the
+    mean as a shift (a sample of the data) plus a small delta lets later
+    steps form `x − mean` as `(x − shift) − mean_delta` without losing
+    digits when |mean| >> std.
     """
     shift = _first(x4, channels_last)
     d = x4 - shift
-    sum_d, sum_d2 = _finish(channels_last, _block_sums(channels_last, d, d * d))
-    mean_delta = sum_d / _spatial_count(x4, channels_last)
-    return shift, mean_delta, tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
+    u = d * DOWNSCALE
+    sum_d, sum_d2, sum_u2 = _finish(channels_last, _block_sums(channels_last, d, d * d, u * u))
+    count = _spatial_count(x4, channels_last)
+    mean_delta = sum_d / count
+    m2 = tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
+    sum_u = sum_d * DOWNSCALE
+    return shift, mean_delta, m2, tf.maximum(sum_u2 - sum_u * (sum_u / count), 0.0)
 
 
 def mean_square(x4, channels_last):
-    """Per-(sample, channel) mean of x², stat-shaped."""
-    (sum_x2,) = _finish(channels_last, _block_sums(channels_last, x4 * x4))
-    return sum_x2 / _spatial_count(x4, channels_last)
+    """Per-(sample, channel) means of x² and of (x·DOWNSCALE)², stat-shaped (see `channel_moments`)."""
+    count = _spatial_count(x4, channels_last)
+    u = x4 * DOWNSCALE
+    sum_x2, sum_u2 = _finish(channels_last, _block_sums(channels_last, x4 * x4, u * u))
+    return sum_x2 / count, sum_u2 / count
 
 
-def combine_groups(shift, mean_delta, m2, count, groups):
+def combine_groups(shift, mean_delta, m2, m2_small, count, groups):
     """Group moments over (spatial, C/G) from per-channel ones (Chan et al.).
 
-    Returns `(reference, mean_delta, variance)` per group, `[N, G, 1]` (see
-    `_from_groups`); the group mean is `reference + mean_delta`.
+    Returns `(reference, mean_delta, variance, variance_small)` per group,
+    `[N, G, 1]` (see `_from_groups`); the group mean is `reference +
+    mean_delta`; `variance_small` is the same at `DOWNSCALE²` (see `channel_moments`).
     """
     shift_g = _to_groups(shift, groups)
     reference = shift_g[:, :, :1]
     delta = (shift_g - reference) + _to_groups(mean_delta, groups)
     group_delta = tf.reduce_mean(delta, axis=2, keepdims=True)
     spread = tf.reduce_mean(tf.square(delta - group_delta), axis=2, keepdims=True)
-    m2_mean = tf.reduce_mean(_to_groups(m2, groups), axis=2, keepdims=True)
-    variance = m2_mean / count + spread
-    return reference, group_delta, variance
+    spread_small = tf.reduce_mean(tf.square((delta - group_delta) * DOWNSCALE), axis=2, keepdims=True)
+    variance = tf.reduce_mean(_to_groups(m2, groups), axis=2, keepdims=True) / count + spread
+    variance_small = tf.reduce_mean(_to_groups(m2_small, groups), axis=2, keepdims=True) / count + spread_small
+    return reference, group_delta, variance, variance_small
 
 
-def combine_batch(shift, mean_delta, m2, count):
+def combine_batch(shift, mean_delta, m2, m2_small, count):
     """Batch moments over (N, spatial) from per-(sample, channel) ones (Chan et al.).
 
-    Returns `(reference, mean_delta, variance)`, each shaped like one sample's
-    statistics (`[1, 1, C]` or `[1, C, 1]`).
+    Returns `(reference, mean_delta, variance, variance_small)`, each shaped
+    like one sample's statistics (`[1, 1, C]` or `[1, C, 1]`), with
+    `variance_small` the same at `DOWNSCALE²` (see `channel_moments`).
     """
     reference = shift[:1]
     delta = (shift - reference) + mean_delta
     batch = tf.cast(tf.shape(shift)[0], tf.float32)
     batch_delta = _batch_sum(delta) / batch
     spread = _batch_sum(tf.square(delta - batch_delta)) / batch
-    return reference, batch_delta, _batch_sum(m2) / (batch * count) + spread
-
-
+    spread_small = _batch_sum(tf.square((delta - batch_delta) * DOWNSCALE)) / batch
+    variance = _batch_sum(m2) / (batch * count) + spread
+    variance_small = _batch_sum(m2_small) / (batch * count) + spread_small
+    return reference, batch_delta, variance, variance_small

@@ -9,7 +9,10 @@ exact when |mean| >> std. Group statistics are taken on the grouped view of x
 (`[N, *spatial, G, C/G]`) and applied there, so no statistic is ever tiled
 over channels. The B-series training pass takes the batch moments from the
 per-(sample, channel) ones (Chan et al.'s combination): one pass over x for
-both. Gradients are TensorFlow's, which XLA fuses into the same reductions.
+both. Every mean of squares is also taken of the values scaled by a power of
+two (`statistics.mean_squares`, a sibling reduction XLA fuses into the same
+pass) and used where the plain one overflows float32: finite at any scale.
+Gradients are TensorFlow's, which XLA fuses into the same reductions.
 
 Nothing here is shape-specialised: a `tf.function` with `None` dimensions
 traces once, and inside a compiled model the ops join the model's cluster.
@@ -17,7 +20,7 @@ traces once, and inside a compiled model the ops join the model's cluster.
 
 import tensorflow as tf
 
-from evonorm_tf import arguments
+from evonorm_tf import arguments, statistics
 from evonorm_tf.kernels import register
 
 __all__ = []
@@ -52,37 +55,47 @@ def _affine(y, gamma, beta, rank, channels_last):
 
 
 def _instance_moments(x, spatial, channels_last):
-    """Per-(sample, channel) means, as offsets from a shift, and variances.
+    """Per-(sample, channel) means, as offsets from a shift, and variances (plain and scaled).
 
     The shift (x's first element in each channel) keeps the batch variance
-    combined from these exact when channel means are far from 0.
+    combined from these exact when channel means are far from 0. Variances
+    come as `statistics.mean_squares` pairs: as is, and at `DOWNSCALE²`.
     """
     rank = x.shape.rank
     size = [1] * (rank - 1) + [-1] if channels_last else [1, -1] + [1] * (rank - 2)
     shift = tf.stop_gradient(tf.slice(x, [0] * rank, size))
     d = x - shift
     mean = tf.reduce_mean(d, axis=spatial, keepdims=True)
-    return mean, tf.reduce_mean(tf.square(d - mean), axis=spatial, keepdims=True)
+    return (mean,) + statistics.mean_squares(d - mean, spatial)
 
 
 def _b_series(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
-    """y of a B-series EvoNorm and the batch variance it used (keepdims, computed from x if None)."""
+    """y of a B-series EvoNorm and the batch variance it used (keepdims, computed from x if None).
+
+    Every statistic enters as its root `sqrt(stat + ε)` (`statistics.root`),
+    finite at any scale of x; a computed batch variance beyond float32 is
+    returned saturated (`statistics.saturated`).
+    """
     x = _float32(x)
     channels_last, spatial = _layout(x, data_format)
     rank = x.shape.rank
     needs_moments = kind == "b0" or batch_variance is None
     if needs_moments:
-        mean, variance = _instance_moments(x, spatial, channels_last)
+        mean, variance, variance_small = _instance_moments(x, spatial, channels_last)
     if batch_variance is None:
         # Chan et al.: the batch variance is the mean instance variance plus the variance of the instance means.
         batch_mean = tf.reduce_mean(mean, axis=0, keepdims=True)
-        batch_variance = tf.reduce_mean(variance, axis=0, keepdims=True) + tf.reduce_mean(
-            tf.square(mean - batch_mean), axis=0, keepdims=True)
-    batch_std = tf.sqrt(_channel(batch_variance, rank, channels_last) + epsilon)
-    if kind == "b0":
-        right = _channel(v, rank, channels_last) * x + tf.sqrt(variance + epsilon)
+        spread, spread_small = statistics.mean_squares(mean - batch_mean, 0)
+        statistic = tf.reduce_mean(variance, axis=0, keepdims=True) + spread
+        small = tf.reduce_mean(variance_small, axis=0, keepdims=True) + spread_small
+        batch_std = statistics.root(statistic, small, epsilon)
+        batch_variance = statistics.saturated(statistic, small)
     else:
-        rms = tf.sqrt(tf.reduce_mean(tf.square(x), axis=spatial, keepdims=True) + epsilon)
+        batch_std = tf.sqrt(_channel(batch_variance, rank, channels_last) + epsilon)
+    if kind == "b0":
+        right = _channel(v, rank, channels_last) * x + statistics.root(variance, variance_small, epsilon)
+    else:
+        rms = statistics.root(*statistics.mean_squares(x, spatial), epsilon)
         right = (x + 1.0) * rms if kind == "b1" else rms - x
     y = _affine(x / tf.maximum(batch_std, right), gamma, beta, rank, channels_last)
     return y, batch_variance
@@ -129,15 +142,19 @@ def _grouped(x, groups, data_format):
 
 
 def _group_normalized(x, numerator, groups, epsilon, data_format, centered):
-    """`numerator / sqrt(group statistic of x + ε)`, the statistic applied on the grouped view."""
+    """`numerator / sqrt(group statistic of x + ε)`, the statistic applied on the grouped view.
+
+    The inverse root is `statistics.inverse_root` of a `statistics.mean_squares`
+    pair: finite at any scale of x.
+    """
     grouped, axes = _grouped(x, groups, data_format)
     if centered:
         mean = tf.reduce_mean(grouped, axis=axes, keepdims=True)
-        statistic = tf.reduce_mean(tf.square(grouped - mean), axis=axes, keepdims=True)
+        statistic = statistics.mean_squares(grouped - mean, axes)
     else:
-        mean, statistic = None, tf.reduce_mean(tf.square(grouped), axis=axes, keepdims=True)
+        mean, statistic = None, statistics.mean_squares(grouped, axes)
     numerator_grouped = tf.reshape(numerator(grouped, mean), tf.shape(grouped))
-    return tf.reshape(numerator_grouped * tf.math.rsqrt(statistic + epsilon), tf.shape(x))
+    return tf.reshape(numerator_grouped * statistics.inverse_root(*statistic, epsilon), tf.shape(x))
 
 
 def _s_series(x, gamma, beta, v, groups, epsilon, data_format, centered):
@@ -179,5 +196,5 @@ def group_norm(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"
 def filter_response_norm(x, gamma, beta, epsilon=1e-5, data_format="channels_last"):
     x = _float32(x)
     channels_last, spatial = _layout(x, data_format)
-    second_moment = tf.reduce_mean(tf.square(x), axis=spatial, keepdims=True)
-    return _affine(x * tf.math.rsqrt(second_moment + epsilon), gamma, beta, x.shape.rank, channels_last)
+    inverse = statistics.inverse_root(*statistics.mean_squares(x, spatial), epsilon)
+    return _affine(x * inverse, gamma, beta, x.shape.rank, channels_last)

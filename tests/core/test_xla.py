@@ -36,6 +36,7 @@ def _calls(data_format):
     """name → function of x for every public function of statistics and formulas."""
     gamma, beta, v, mv = _vectors(0)
     f = data_format
+    spatial = [1, 2] if f == "channels_last" else [2, 3]
     return {
         "statistics.batch_moments": lambda x: statistics.batch_moments(x, f),
         "statistics.batch_variance": lambda x: statistics.batch_variance(x, f),
@@ -46,6 +47,13 @@ def _calls(data_format):
         "statistics.group_variance": lambda x: statistics.group_variance(x, GROUPS, f),
         "statistics.instance_second_moment": lambda x: statistics.instance_second_moment(x, f),
         "statistics.instance_variance": lambda x: statistics.instance_variance(x, f),
+        "statistics.mean_squares": lambda x: statistics.mean_squares(x, spatial),
+        "statistics.root": lambda x: statistics.root(*statistics.mean_squares(x, spatial), 1e-5),
+        "statistics.inverse_root": lambda x: statistics.inverse_root(*statistics.mean_squares(x, spatial), 1e-5),
+        "statistics.saturated": lambda x: statistics.saturated(*statistics.mean_squares(x, spatial)),
+        "statistics.batch_root": lambda x: statistics.batch_root(x, 1e-5, f),
+        "statistics.instance_root": lambda x: statistics.instance_root(x, 1e-5, f),
+        "statistics.group_root": lambda x: statistics.group_root(x, GROUPS, 1e-5, f),
         "formulas.affine": lambda x: formulas.affine(x, gamma, beta, f),
         "formulas.evonorm_b0": lambda x: formulas.evonorm_b0(x, gamma, beta, v, mv, 1e-5, f),
         "formulas.evonorm_b1": lambda x: formulas.evonorm_b1(x, gamma, beta, mv, 1e-5, f),

@@ -77,6 +77,9 @@ CASES = [
         t, "--params_override=task.model.backbone.evonorm_resnet.model_id=11"), "model_id=11"),
     ("train-groups-zero", lambda t: _train(
         t, f"--params_override={BACKBONE}.type=evonorm_s0,{BACKBONE}.groups=0"), "groups"),
+    # 3 divides none of ResNet's widths (64, 128, ...): model construction names the layer.
+    ("train-groups-not-dividing-channels", lambda t: _train(
+        t, f"--params_override={BACKBONE}.type=evonorm_s0,{BACKBONE}.groups=3"), "groups=3"),
     ("train-input-path-matches-nothing", lambda t: _train(
         t, f"--params_override=task.train_data.input_path={t}/nowhere/train*", data=False), "nowhere"),
     ("train-negative-train-steps", lambda t: _train(t, "--params_override=trainer.train_steps=-5"), "-5"),
