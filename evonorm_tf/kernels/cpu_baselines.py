@@ -19,12 +19,14 @@ statistic and sums over them:
 channel) the backward pass needs Σ dy and Σ dy·(x − origin), origin the
 statistics' shift; the group sums are combinations of those.
 
-TLU (`max(y, τ)`) and the activations after GN stay TensorFlow ops.
+TLU, `max(y, τ)`, is one kernel each way too: its gradient is `dy` where
+`y ≥ τ` (TensorFlow's tie rule for `maximum`), `dτ = Σ dy` where `y < τ`. The
+activations after GN stay TensorFlow ops.
 """
 
 import tensorflow as tf
 
-from evonorm_tf import arguments
+from evonorm_tf import arguments, formulas
 from evonorm_tf.kernels import register
 from evonorm_tf.kernels.cpu import _activations, _float32, _widened, group_statistics
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
@@ -41,7 +43,7 @@ from evonorm_tf.kernels.cpu_sums import (
     mean_square,
 )
 
-__all__ = ["normalized_affine"]
+__all__ = ["normalized_affine", "thresholded"]
 
 
 def _statistics(channels_last, groups, centered, epsilon, x4):
@@ -134,3 +136,42 @@ def filter_response_norm(x, gamma, beta, epsilon=1e-5, data_format="channels_las
     arguments.check_data_format(data_format)
     return normalized_affine(_activations(x), _float32(gamma), _float32(beta), None, epsilon, data_format,
                              centered=False)
+
+
+@_kernel(layout_index=0)
+def _tlu_forward(channels_last, y4, tau):
+    y4, dtype = _widened(y4)
+    return tf.cast(tf.maximum(y4, _vector(tau, channels_last)), dtype)
+
+
+@_kernel(layout_index=0)
+def _tlu_backward(channels_last, y4, dy4, tau):
+    (y4, _), (dy4, dtype) = _widened(y4), _widened(dy4)
+    below = y4 < _vector(tau, channels_last)
+    (sum_below,) = _finish(channels_last, _block_sums(channels_last, tf.where(below, dy4, 0.0)))
+    return tf.cast(tf.where(below, 0.0, dy4), dtype), _channel_sum(sum_below)
+
+
+def thresholded(y, tau, data_format):
+    """`max(y, τ)` (TLU) for y of rank 3 to 5 in float32, float16 or bfloat16 and a float32 `[C]` τ; y's dtype out."""
+
+    @tf.custom_gradient
+    def op(y, tau):
+        y4, channels_last = _blocked(y, data_format, S_BLOCK)
+
+        def grad(dz):
+            dy4, dtau = _tlu_backward(channels_last, y4, tf.reshape(dz, tf.shape(y4)), tau)
+            return tf.reshape(dy4, tf.shape(y)), dtau
+
+        return tf.reshape(_tlu_forward(channels_last, y4, tau), tf.shape(y)), grad
+
+    return op(y, tau)
+
+
+@register("thresholded_linear_unit", "cpu")
+def thresholded_linear_unit(y, tau, data_format="channels_last"):
+    arguments.check_data_format(data_format)
+    tau = _float32(tau)
+    if tau.shape.rank != 1:  # an already broadcastable τ: the definition
+        return formulas.thresholded_linear_unit(y, tau, data_format)
+    return thresholded(_activations(y), tau, data_format)

@@ -16,11 +16,11 @@ from evonorm_tf.kernels import cpu_launch, cpu_sums
 
 EPS = 1e-5
 CPU = kernels.Selection("cpu")
-NAMES = ["b0", "b1", "b2", "s0", "s1", "s2", "group_norm", "filter_response_norm"]
+NAMES = ["b0", "b1", "b2", "s0", "s1", "s2", "group_norm", "filter_response_norm", "frn_tlu"]
 
 
 def _layer_function(name, gamma, beta, v):
-    """`x → y` of one cpu kernel (training mode, channels_last, 4 groups)."""
+    """`x → y` of one cpu kernel, or FRN + TLU (training mode, channels_last, 4 groups)."""
     if name in ("b0", "b1", "b2"):
         return lambda x: CPU.evonorm_b_training(name, x, gamma, beta, v if name == "b0" else None, EPS)[0]
     if name == "s0":
@@ -29,7 +29,10 @@ def _layer_function(name, gamma, beta, v):
         return lambda x: getattr(CPU, f"evonorm_{name}")(x, gamma, beta, 4, EPS)
     if name == "group_norm":
         return lambda x: CPU.group_norm(x, gamma, beta, 4, EPS)
-    return lambda x: CPU.filter_response_norm(x, gamma, beta, EPS)
+    if name == "filter_response_norm":
+        return lambda x: CPU.filter_response_norm(x, gamma, beta, EPS)
+    # FRN then TLU, with v as the threshold τ.
+    return lambda x: CPU.thresholded_linear_unit(CPU.filter_response_norm(x, gamma, beta, EPS), v - 1.0)
 
 
 def _weights(channels, seed):
