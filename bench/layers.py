@@ -20,8 +20,15 @@ read x again, write y) and 8 passes forward+backward.
 
 The layers of one shape and XLA setting are timed interleaved: `--repeats`
 rounds, each timing `--iters` calls of every layer in turn, so drifting
-machine load hits them alike; the median over all calls is reported. The
-machine is shared: the load average is printed with the numbers.
+machine load hits them alike; the median over all calls is reported, and each
+ratio to `bn_fused` as the median of its per-round ratios with their range
+`[min, max]` over the rounds (the spread). The machine is shared: the load
+average is printed with the numbers.
+
+`--policy mixed_bfloat16` (or `mixed_float16`) sets the Keras 3 and tf_keras
+global dtype policy before the layers are built: x and dy are then in the
+compute dtype, weights and statistics float32, for every layer including
+`bn_fused`. The memory bound's pass is then timed on x in that dtype.
 """
 
 import argparse
@@ -36,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
@@ -152,11 +160,16 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="bn_fused and the six EvoNorms, XLA off, 3 rounds of 5 calls, 2 warm-up calls")
     parser.add_argument("--json", default=None, help="append one JSON line per measurement")
+    parser.add_argument("--policy", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",
+                        help="Keras 3 and tf_keras global dtype policy of every layer")
     args = parser.parse_args()
     if args.quick:
         args.layers = ",".join(["bn_fused"] + [f"evonorm_{k}" for k in ("b0", "b1", "b2", "s0", "s1", "s2")])
         args.xla, args.iters, args.repeats, args.warmup = "off", 5, 3, 2
 
+    keras.mixed_precision.set_global_policy(args.policy)
+    tf_keras.mixed_precision.set_global_policy(args.policy)
+    dtype = tf.as_dtype(keras.mixed_precision.global_policy().compute_dtype)
     names = [n.strip() for n in args.layers.split(",") if n.strip()]
     unknown = [n for n in names if split_path(n)[0] not in LAYERS]
     if unknown:
@@ -168,20 +181,22 @@ def main():
 
     load_before = os.getloadavg()
     threads = tf.config.threading.get_intra_op_parallelism_threads()
-    print(f"# tensorflow {tf.__version__}, keras {keras.__version__}; {args.repeats} interleaved rounds of "
+    print(f"# tensorflow {tf.__version__}, keras {keras.__version__}; policy {args.policy}; "
+          f"{args.repeats} interleaved rounds of "
           f"{args.iters} calls, warm-up {args.warmup}; intra-op threads {threads} (0: all {os.cpu_count()} cores); "
           f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
     sink = open(args.json, "a") if args.json else None
     for shape in shapes:
-        x = tf.random.normal(shape, mean=0.3, stddev=1.5, seed=1)
-        dy = tf.random.normal(shape, seed=2)
+        x = tf.cast(tf.random.normal(shape, mean=0.3, stddev=1.5, seed=1), dtype)
+        dy = tf.cast(tf.random.normal(shape, seed=2), dtype)
         one_pass = pass_ms(x, max(args.iters, 10), args.warmup)
         bound_forward, bound_backward = 3 * one_pass, 8 * one_pass
         megabytes = x.numpy().nbytes / 1e6
-        print(f"\n## x = {list(shape)} float32 ({megabytes:.1f} MB); one pass {one_pass:.2f} ms "
+        print(f"\n## x = {list(shape)} {dtype.name} ({megabytes:.1f} MB); one pass {one_pass:.2f} ms "
               f"({megabytes / one_pass:.1f} GB/s); bound fwd (3 passes) {bound_forward:.2f} ms, "
               f"fwd+bwd (8 passes) {bound_backward:.2f} ms\n")
-        print("| layer | XLA | fwd ms | fwd / bn_fused | fwd / bound | fwd+bwd ms | f+b / bn_fused | f+b / bound |")
+        print("| layer | XLA | fwd ms | fwd / bn_fused [min, max] | fwd / bound | fwd+bwd ms | "
+              "f+b / bn_fused [min, max] | f+b / bound |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for xla in xla_settings if False in xla_settings else [False] + xla_settings:
             run = [n for n in names if xla in xla_settings or n == REFERENCE]
@@ -196,22 +211,33 @@ def main():
                             _block(function(x))
                 functions[name] = (forward, forward_backward)
             times = {name: ([], []) for name in run}
+            rounds = {name: ([], []) for name in run}  # per-round medians
             for _ in range(args.repeats):
                 for name in run:
-                    for function, store in zip(functions[name], times[name]):
-                        store.extend(timed_calls(function, (x,), args.iters))
+                    for function, store, per_round in zip(functions[name], times[name], rounds[name]):
+                        calls = timed_calls(function, (x,), args.iters)
+                        store.extend(calls)
+                        per_round.append(pystats.median(calls))
             if not xla:  # ratios are to the tf_keras fused BatchNorm without XLA
                 reference = [pystats.median(t) for t in times[REFERENCE]]
+                reference_rounds = rounds[REFERENCE]
             for name in run:
                 (fwd, fb), (fwd_min, fb_min) = ([f(t) for t in times[name]] for f in (pystats.median, min))
-                print(f"| {name} | {'yes' if xla else 'no'} | {fwd:.2f} | {fwd / reference[0]:.2f} | "
-                      f"{fwd / bound_forward:.2f} | {fb:.2f} | {fb / reference[1]:.2f} | {fb / bound_backward:.2f} |",
+                # Ratios per round (to the reference's median of the same round; without XLA, the
+                # reference ran interleaved in the same rounds): median and range over the rounds.
+                ratio_rounds = [np.array(mine) / np.array(ref) for mine, ref in zip(rounds[name], reference_rounds)]
+                ratios = [(float(np.median(r)), float(r.min()), float(r.max())) for r in ratio_rounds]
+                print(f"| {name} | {'yes' if xla else 'no'} | {fwd:.2f} | {_ratio(ratios[0])} | "
+                      f"{fwd / bound_forward:.2f} | {fb:.2f} | {_ratio(ratios[1])} | {fb / bound_backward:.2f} |",
                       flush=True)
                 if sink:
                     sink.write(json.dumps({
                         "shape": list(shape), "layer": name, "xla": xla, "fwd_ms": fwd, "fwd_min_ms": fwd_min,
                         "fwd_bwd_ms": fb, "fwd_bwd_min_ms": fb_min, "pass_ms": one_pass,
                         "fwd_ratio_bn_fused": fwd / reference[0], "fwd_bwd_ratio_bn_fused": fb / reference[1],
+                        "policy": args.policy, "rounds": args.repeats,
+                        "fwd_round_ratios": [float(r) for r in ratio_rounds[0]],
+                        "fwd_bwd_round_ratios": [float(r) for r in ratio_rounds[1]],
                         "fwd_ratio_bound": fwd / bound_forward, "fwd_bwd_ratio_bound": fb / bound_backward,
                         "load": os.getloadavg()[0],
                     }) + "\n")
@@ -221,6 +247,11 @@ def main():
     print(f"\n# load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     if sink:
         sink.close()
+
+
+def _ratio(stats):
+    median, low, high = stats
+    return f"{median:.2f} [{low:.2f}, {high:.2f}]"
 
 
 if __name__ == "__main__":

@@ -9,12 +9,20 @@ stem), then times `--iters` SGD steps on random 224×224 images (median, after
 rounds so drifting machine load hits them alike, and measures the peak
 allocator memory of one step above what was allocated before it (weights,
 optimizer state, inputs of every model built so far; see bench/memory.py). Ratios are to `bn_relu`
-(tf_keras's fused BatchNormalization + ReLU) in the same run.
+(tf_keras's fused BatchNormalization + ReLU) in the same run: the median of the
+per-round ratios (each norm's median step of a round over bn_relu's of the
+same round) with their range `[min, max]`, the spread.
+
+`--policy mixed_bfloat16` or `mixed_float16` sets tf_keras's global dtype
+policy before the models are built (convolutions and activations in the
+compute dtype, weights and every norm's statistics float32; float16 steps use
+a `LossScaleOptimizer`). `--size 64` for the smaller images.
 
     python bench/resnet50.py --norms bn_relu,evonorm_b0,evonorm_s0 --batch 8
     python bench/resnet50.py --norms bn_relu,evonorm_b0,evonorm_b0@reference   # and on the reference path
     python bench/resnet50.py --iters 2 --repeats 10   # finer interleaving on a noisy machine
     python bench/resnet50.py --inter-op 1   # one op at a time (TensorFlow's default runs independent ops side by side)
+    python bench/resnet50.py --policy mixed_bfloat16 --iters 2 --repeats 8
 """
 
 import argparse
@@ -68,19 +76,25 @@ def preact_resnet50(norm, size=224, classes=1000):
             in_channels = 4 * width
     x = evonorm.get_norm_act(norm, name="final_norm")(x)
     x = tf_keras.layers.GlobalAveragePooling2D()(x)
-    outputs = tf_keras.layers.Dense(classes)(x)
+    outputs = tf_keras.layers.Dense(classes, dtype="float32")(x)  # float32 logits under a mixed policy
     return tf_keras.Model(inputs, outputs, name=f"preact_resnet50_{norm}")
 
 
 def make_step(model, xla):
     optimizer = tf_keras.optimizers.SGD(0.01)
+    scaled = tf_keras.mixed_precision.global_policy().compute_dtype == "float16"
+    if scaled:
+        optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
 
     @tf.function(jit_compile=xla)
     def step(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-        gradients = tape.gradient(loss, model.trainable_variables)
+            objective = optimizer.get_scaled_loss(loss) if scaled else loss
+        gradients = tape.gradient(objective, model.trainable_variables)
+        if scaled:
+            gradients = optimizer.get_unscaled_gradients(gradients)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
@@ -98,7 +112,10 @@ def main():
     parser.add_argument("--xla", choices=("on", "off"), default="off")
     parser.add_argument("--inter-op", type=int, default=0,
                         help="TensorFlow inter-op threads (0: TensorFlow's default, one per core)")
+    parser.add_argument("--policy", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",
+                        help="tf_keras global dtype policy of the models")
     args = parser.parse_args()
+    tf_keras.mixed_precision.set_global_policy(args.policy)
     if args.inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     norms = [n for n in args.norms.split(",") if n]
@@ -108,10 +125,11 @@ def main():
     images = tf.random.normal([args.batch, args.size, args.size, 3], seed=1)
     labels = tf.random.uniform([args.batch], 0, 1000, dtype=tf.int32, seed=2)
     load = os.getloadavg()
-    print(f"# pre-activation ResNet-50, batch {args.batch}, {args.size}², XLA {args.xla}, "
+    print(f"# pre-activation ResNet-50, batch {args.batch}, {args.size}², policy {args.policy}, XLA {args.xla}, "
           f"inter-op threads {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}; "
           f"{args.repeats}×{args.iters} timed steps per norm; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     steps, times, peaks, losses = {}, {n: [] for n in norms}, {}, {}
+    round_medians = {n: [] for n in norms}
     for norm in norms:
         tf_keras.utils.set_random_seed(0)
         base, _, path = norm.partition(PATH_SEPARATOR)
@@ -126,21 +144,25 @@ def main():
         losses[norm] = [first]
     for _ in range(args.repeats):
         for norm in norms:
+            this_round = []
             for _ in range(args.iters):
                 start = time.perf_counter()
                 loss = steps[norm](images, labels).numpy()
-                times[norm].append(time.perf_counter() - start)
+                this_round.append(time.perf_counter() - start)
+            times[norm].extend(this_round)
+            round_medians[norm].append(pystats.median(this_round))
             losses[norm].append(float(loss))
-    print("\n| norm | median s/step | [p25, p75] | vs bn_relu | step peak MB (peak − before) | "
-          "step peak vs bn_relu | loss first → last |")
+    print("\n| norm | median s/step | [p25, p75] | vs bn_relu: median of rounds [min, max] | "
+          "step peak MB (peak − before) | step peak vs bn_relu | loss first → last |")
     print("|---|---:|---|---:|---:|---:|---|")
-    reference = pystats.median(times["bn_relu"])
     ref_peak, ref_before = peaks["bn_relu"]
     for norm in norms:
         quartiles = pystats.quantiles(times[norm], n=4)
         median = pystats.median(times[norm])
         peak, before = peaks[norm]
-        print(f"| {norm} | {median:.3f} | [{quartiles[0]:.3f}, {quartiles[2]:.3f}] | {median / reference:.3f} | "
+        ratios = [mine / ref for mine, ref in zip(round_medians[norm], round_medians["bn_relu"])]
+        spread = f"{pystats.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]"
+        print(f"| {norm} | {median:.3f} | [{quartiles[0]:.3f}, {quartiles[2]:.3f}] | {spread} | "
               f"{(peak - before) / 1e6:.0f} | {(peak - before) / (ref_peak - ref_before):.3f} | "
               f"{losses[norm][0]:.3f} → {losses[norm][-1]:.3f} |")
     load = os.getloadavg()

@@ -171,4 +171,4 @@ class Selection:
 
 
 # The implementations register themselves on import.
-from evonorm_tf.kernels import cpu, portable  # noqa: E402,F401
+from evonorm_tf.kernels import cpu, cpu_baselines, portable  # noqa: E402,F401

@@ -74,8 +74,14 @@ dβ = Σ dy, dγ = Σ dy·f/ρ, dv = Σ γ/ρ·dy·x²·σ(1−σ), ∂f/∂x = 
 ∂L/∂ρ⁻¹ = Σ_group γ·dy·f. σ'(z) is written σ(z)·(1 − σ(z)), as TF's own
 SigmoidGrad.
 
-All kernels take float32 inputs of rank 3 to 5 in either data format, are
-XLA-compilable, and return float32.
+All kernels take inputs of rank 3 to 5 in either data format and are
+XLA-compilable. x may be float32, float16 or bfloat16 (mixed precision): it is
+read in its own dtype and widened to float32 inside the kernel, where every
+statistic and sum is float32, and y (forward) and dx (backward) are written in
+x's dtype. Casting outside the kernels instead costs three x-sized passes more
+per direction (a float32 copy of x, a float32 y or dx, its narrowing), more
+than the kernel's own passes over half-width data; the other outputs (the
+batch variance, dγ, dβ, dv) are float32.
 """
 import tensorflow as tf
 
@@ -101,7 +107,15 @@ from evonorm_tf.kernels.cpu_sums import (  # noqa: F401 (B_BLOCK, S_BLOCK re-exp
     mean_square,
 )
 
-__all__ = ["b_series", "s_series"]
+__all__ = ["KERNEL_DTYPES", "b_series", "group_statistics", "s_series"]
+
+#: The dtypes of x the kernels read as they are (any other is cast to float32 first).
+KERNEL_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
+
+
+def _widened(x4):
+    """`(x4 as float32, x4's dtype)`: inside a kernel XLA fuses the cast into every loop reading x4."""
+    return (x4 if x4.dtype == tf.float32 else tf.cast(x4, tf.float32)), x4.dtype
 
 
 # -- B-series -----------------------------------------------------------------------
@@ -122,7 +136,9 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     Returns `(y4, variance [C], instance, batch_std, origin, instance_offset,
     batch_offset)`: dx's centred terms are `(x − origin) − offset` (see
     `_b_backward`). With `given_variance` (inference) B1 and B2 only reduce x².
+    y has x's dtype; everything else is float32 (see `_widened`).
     """
+    x4, dtype = _widened(x4)
     count = _spatial_count(x4, channels_last)
     training = given_variance is None
     if kind == "b0" or training:
@@ -149,7 +165,7 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
         variance = _vector(given_variance, channels_last)
         batch_offset = tf.zeros_like(variance)
         batch_std = tf.sqrt(variance + epsilon)
-    y4 = _b_output(kind, channels_last, x4, gamma, beta, v, instance, batch_std)
+    y4 = tf.cast(_b_output(kind, channels_last, x4, gamma, beta, v, instance, batch_std), dtype)
     return y4, tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset
 
 
@@ -242,26 +258,27 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
 @_kernel(layout_index=1)
 def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, *offsets):
     """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx."""
+    (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
     sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
     count, batch = _spatial_count(x4, channels_last), tf.cast(tf.shape(x4)[0], tf.float32)
     slopes, units, offset, *small = _b_gradient_coefficients(
         kind, channels_last, training, count, batch, gamma, v, instance, batch_std, *offsets, sums)
     dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, offsets[0],
                          offset)
-    return [dx4] + small
+    return [tf.cast(dx4, dtype)] + small
 
 
 def b_series(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):
     """EvoNorm-B0/B1/B2 (`kind` "b0", "b1", "b2") with a hand-written gradient.
 
     Args:
-      x: float32 activations, rank 3 to 5.
+      x: activations, rank 3 to 5: float32, float16 or bfloat16 (statistics float32).
       gamma, beta, v: `[C]` vectors (`v` is ignored unless kind is "b0").
       batch_variance: the batch variance to use (`[C]` or broadcastable
         keepdims shape), or None to compute it from x (training); its
         gradient reaches x in both cases.
     Returns:
-      `(y, batch_variance)`: y float32 like x, the batch variance as `[C]`.
+      `(y, batch_variance)`: y in x's dtype, the batch variance as a float32 `[C]`.
     """
     training = batch_variance is None
     if v is None:
@@ -300,7 +317,21 @@ def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
     """y and `(inverse, origin, offset)`: ρ⁻¹ per (sample, channel), x − centre = (x − origin) − offset.
 
     One kernel: statistics, group statistics (per group, repeated over the
-    channels by `_from_groups`), then one pass writing y.
+    channels by `_from_groups`), then one pass writing y (in x's dtype).
+    """
+    x4, dtype = _widened(x4)
+    inverse, origin, offset = group_statistics(channels_last, groups, centered, epsilon, x4)
+    y4 = _s_output(channels_last, x4, v, inverse * _vector(gamma, channels_last), beta)
+    return tf.cast(y4, dtype), inverse, origin, offset
+
+
+def group_statistics(channels_last, groups, centered, epsilon, x4):
+    """`(inverse, origin, offset)` of float32 `x4`, each stat-shaped (for use inside a kernel).
+
+    `inverse` is `1 / sqrt(group statistic + ε)` repeated over each group's
+    channels: the statistic is the group variance (`centered`) or the group
+    second moment. x − group mean = (x − origin) − offset (offset 0 and origin
+    0 when not centred).
     """
     count = _spatial_count(x4, channels_last)
     if centered:
@@ -314,9 +345,7 @@ def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
         small = tf.reduce_mean(_to_groups(second_small, groups), axis=2, keepdims=True)
         origin = tf.zeros_like(second)
         offset = origin
-    inverse = _from_groups(statistics.inverse_root(statistic, small, epsilon), origin)
-    y4 = _s_output(channels_last, x4, v, inverse * _vector(gamma, channels_last), beta)
-    return y4, inverse, origin, offset
+    return _from_groups(statistics.inverse_root(statistic, small, epsilon), origin), origin, offset
 
 
 def _s_backward_partials(channels_last, with_v, x4, dy4, v):
@@ -374,18 +403,21 @@ def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v_for_dx, inve
     at x's size for the second pass (one x-sized write and read more, slower
     than evaluating it twice).
     """
+    (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
     sums = _finish(channels_last, _s_backward_partials(channels_last, with_v, x4, dy4, v))
     count = _spatial_count(x4, channels_last)
     scale, coefficient, unit, *small = _s_gradient_coefficients(channels_last, groups, with_v, count, gamma,
                                                                  inverse, sums)
-    return [_s_backward_dx(channels_last, x4, dy4, v_for_dx, scale, coefficient, unit, origin, offset)] + small
+    dx4 = _s_backward_dx(channels_last, x4, dy4, v_for_dx, scale, coefficient, unit, origin, offset)
+    return [tf.cast(dx4, dtype)] + small
 
 
 def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):
     """`x·σ(v·x) / sqrt(stat + ε) · γ + β` with a hand-written gradient.
 
     `stat` is the group variance (`centered=True`: S0, S1) or the group second
-    moment (S2); `v` is a `[C]` vector, or None for σ(x) (S1, S2).
+    moment (S2); `v` is a `[C]` vector, or None for σ(x) (S1, S2). x is
+    float32, float16 or bfloat16, y in x's dtype, statistics float32.
     """
     with_v = v is not None
     inputs = [x, gamma, beta] + ([v] if with_v else [])
@@ -417,12 +449,18 @@ def _float32(t):
     return t if t.dtype == tf.float32 else tf.cast(t, tf.float32)
 
 
+def _activations(x):
+    """x as the kernels take it: float16, bfloat16 and float32 as they are, any other dtype as float32."""
+    x = tf.convert_to_tensor(x)
+    return x if x.dtype in KERNEL_DTYPES else tf.cast(x, tf.float32)
+
+
 def _b_formula(kind):
     def evonorm_b(x, gamma, beta, *rest, epsilon=1e-5, data_format="channels_last"):
         v, batch_variance = rest if kind == "b0" else (None,) + tuple(rest)
         arguments.check_data_format(data_format)
         vectors = [_float32(t) for t in (gamma, beta, v, batch_variance)]
-        return b_series(kind, _float32(x), *vectors, epsilon, data_format)[0]
+        return b_series(kind, _activations(x), *vectors, epsilon, data_format)[0]
 
     return evonorm_b
 
@@ -448,7 +486,7 @@ def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="chann
         raise ValueError(f"kind must be one of ['b0', 'b1', 'b2'], received {kind!r}")
     arguments.check_data_format(data_format)
     vectors = [_float32(t) for t in (gamma, beta, v)]
-    return b_series(kind, _float32(x), *vectors, None, epsilon, data_format)
+    return b_series(kind, _activations(x), *vectors, None, epsilon, data_format)
 
 
 def _s_formula(x, gamma, beta, v, groups, epsilon, data_format, centered):
@@ -456,7 +494,7 @@ def _s_formula(x, gamma, beta, v, groups, epsilon, data_format, centered):
     channels = x.shape[-1] if data_format == "channels_last" else x.shape[1]
     arguments.check_groups_divide(groups, channels)
     vectors = [_float32(t) for t in (gamma, beta, v)]
-    return s_series(_float32(x), *vectors, groups, epsilon, data_format, centered)
+    return s_series(_activations(x), *vectors, groups, epsilon, data_format, centered)
 
 
 @register("evonorm_s0", "cpu")

@@ -130,7 +130,8 @@ def _generic(cache, function, layout_index, args):
 
         if len(cache) >= 4 * MAX_COMPILED:
             del cache[next(iter(cache))]
-        cache[key] = tf.function(run, input_signature=signature, autograph=False)
+        # A `partial`, as for compiled kernels: TF would count traces of new keys as retracing.
+        cache[key] = tf.function(functools.partial(run), input_signature=signature, autograph=False)
     return cache[key](*[args[i] for i in tensors])
 
 

@@ -1,0 +1,131 @@
+"""Details of the `cpu` kernel path alone (`evonorm_tf.kernels.cpu`, `cpu_sums`, `cpu_launch`).
+
+What the paths compute is checked on every path in `test_fused.py`,
+`test_kernels_baselines.py` and `test_kernels_paths.py`; here: the block
+sizes, the addition tree and the bit-exact barrier of the sums, plain-op
+launches against compiled ones, and that mixed-precision inputs are widened
+inside the kernels (no x-sized cast around them).
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from evonorm_tf import kernels
+from evonorm_tf.kernels import cpu_launch, cpu_sums
+
+EPS = 1e-5
+CPU = kernels.Selection("cpu")
+NAMES = ["b0", "b1", "b2", "s0", "s1", "s2", "group_norm", "filter_response_norm", "frn_tlu"]
+
+
+def _layer_function(name, gamma, beta, v):
+    """`x → y` of one cpu kernel, or FRN + TLU (training mode, channels_last, 4 groups)."""
+    if name in ("b0", "b1", "b2"):
+        return lambda x: CPU.evonorm_b_training(name, x, gamma, beta, v if name == "b0" else None, EPS)[0]
+    if name == "s0":
+        return lambda x: CPU.evonorm_s0(x, gamma, beta, v, 4, EPS)
+    if name in ("s1", "s2"):
+        return lambda x: getattr(CPU, f"evonorm_{name}")(x, gamma, beta, 4, EPS)
+    if name == "group_norm":
+        return lambda x: CPU.group_norm(x, gamma, beta, 4, EPS)
+    if name == "filter_response_norm":
+        return lambda x: CPU.filter_response_norm(x, gamma, beta, EPS)
+    # FRN then TLU, with v as the threshold τ.
+    return lambda x: CPU.thresholded_linear_unit(CPU.filter_response_norm(x, gamma, beta, EPS), v - 1.0)
+
+
+def _weights(channels, seed):
+    rng = np.random.default_rng(seed)
+    return [tf.constant(rng.uniform(0.5, 1.5, channels), tf.float32) for _ in range(3)]
+
+
+def _gradients(name, x, dy):
+    gamma, beta, v = weights = _weights(x.shape[-1], seed=25)
+    function = _layer_function(name, gamma, beta, v)
+    x = tf.constant(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch([x] + weights)
+        y = function(x)
+    grads = tape.gradient(y, [x] + weights, output_gradients=tf.constant(dy, tf.float32))
+    return [y.numpy()] + [None if g is None else g.numpy() for g in grads]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_uncompiled_kernels_match_compiled(name):
+    """`cpu_launch.COMPILED = False` runs the same kernels as plain TF ops: same values and gradients."""
+    rng = np.random.default_rng(23)
+    x = rng.normal(0.3, 1.5, size=(2, 6, 8, 8))
+    dy = np.random.default_rng(24).normal(size=x.shape)
+    compiled = _gradients(name, x, dy)
+    cpu_launch.COMPILED = False
+    try:
+        plain = _gradients(name, x, dy)
+    finally:
+        cpu_launch.COMPILED = True
+    for a, b in zip(compiled, plain):
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(a).max()))
+
+
+@pytest.mark.parametrize("spatial,b_block,s_block", [
+    (3136, 8, 16), (784, 8, 16), (196, 7, 14), (49, 7, 7), (48, 8, 16), (37, 1, 1), (6, 6, 6), (None, 1, 1)])
+def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, b_block, s_block):
+    """Short blocks are what keeps the cpu kernels' sums vectorised (see cpu._block_sums)."""
+    assert cpu_sums._block_size(spatial, cpu_sums.B_BLOCK) == b_block
+    assert cpu_sums._block_size(spatial, cpu_sums.S_BLOCK) == s_block
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 6, 7, 12, 37])
+def test_tree_sum_adds_every_row_once(rows):
+    """The halving additions of cpu_sums._tree_sum, odd rows set aside, against NumPy's sum."""
+    x = np.random.default_rng(rows).normal(size=(2, rows, 3, 4)).astype(np.float32)
+    got = tf.function(cpu_sums._tree_sum, jit_compile=True)(tf.constant(x)).numpy()
+    assert got.shape == (2, 1, 3, 4)
+    np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [48, 40, 12, 6, 7])
+def test_materialized_keeps_every_bit(size):
+    """The int32 identity matmul that keeps XLA from fusing the sums changes no bit, NaN and inf included.
+
+    Sizes divisible by 16, 8, 4 and 2 (the matmul's row widths) and an odd one (no matmul).
+    """
+    special = [np.nan, np.inf, -np.inf, -0.0, 1e-45, 3.4e38, 1.0, -2.5]
+    values = np.resize(np.array(special, np.float32), size).reshape(1, 1, 1, size)
+    got = tf.function(cpu_sums._materialized, jit_compile=True)(tf.constant(values)).numpy()
+    assert got.shape == values.shape
+    assert got.tobytes() == values.tobytes()
+
+
+def _x_sized_casts(graph, shape):
+    return [op for op in graph.get_operations()
+            if op.type == "Cast" and op.outputs[0].shape.as_list() == list(shape)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
+def test_mixed_precision_inputs_are_widened_inside_the_kernels(name, dtype):
+    """y and dx come out of the kernels in x's dtype; no x-sized cast runs outside them.
+
+    (Outside, a cast of x to float32, of y back and the same for dy and dx
+    are four x-sized passes more per step; inside, XLA fuses them.)
+    """
+    shape = (2, 6, 8, 8)
+    gamma, beta, v = weights = _weights(shape[-1], seed=26)
+    function = _layer_function(name, gamma, beta, v)
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch([x] + weights)
+            y = function(x)
+        return (y,) + tuple(tape.gradient(y, [x] + weights))
+
+    x = tf.cast(tf.random.stateless_normal(shape, [1, 2]), dtype)
+    for _ in range(cpu_launch.COMPILE_AFTER):  # eager calls until the shape's kernels are compiled
+        eager = step(x)
+    graph = tf.function(step).get_concrete_function(tf.TensorSpec(shape, dtype)).graph
+    assert not _x_sized_casts(graph, shape), [op.name for op in _x_sized_casts(graph, shape)]
+    y, dx, *small = eager
+    assert y.dtype == dtype and dx.dtype == dtype
+    assert all(g is None or g.dtype == tf.float32 for g in small)
