@@ -58,11 +58,13 @@ EXTRAS = {
     "jax": ["jax>=0.4.30"],
 }
 EXTRAS["all"] = sorted({requirement for extra in EXTRAS.values() for requirement in extra})
-EXTRAS["test"] = EXTRAS["all"] + ["pytest>=8", "pytest-xdist>=3"]
-# The Keras 3 layers on Keras's PyTorch backend. Its own extra, outside `all` and `test`:
-# PyPI's torch wheel brings CUDA libraries (about 5 GB installed), too heavy for CI's
-# fresh environment; tests/core/test_keras_backends.py runs the PyTorch tests when it is there.
+# The Keras 3 layers on Keras's PyTorch backend (any torch >= 2.1). Its own extra, outside
+# `all`: PyPI's default torch wheel brings CUDA libraries (about 5 GB installed).
 EXTRAS["torch"] = ["torch>=2.1"]
+# The tests run the Keras 3 layers on TensorFlow, JAX and PyTorch. torch is pinned to 2.13 here
+# so that where the package index offers its CPU-only build (torch 2.13.0+cpu, 190 MB, no CUDA
+# libraries) the test environment takes it.
+EXTRAS["test"] = EXTRAS["all"] + ["torch==2.13.*", "pytest>=8", "pytest-xdist>=3"]
 
 setup(
     name="evonorm_tf",

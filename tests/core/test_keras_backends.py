@@ -2,8 +2,7 @@
 
 Keras fixes its backend per process (`KERAS_BACKEND`), so each backend runs
 the group in its own pytest subprocess; the default suite runs the same group
-on TensorFlow directly. JAX comes with the `test` extra; PyTorch is its own
-extra (`pip install -e '.[torch]'`) and its run is skipped without it.
+on TensorFlow directly. JAX and PyTorch come with the `test` extra.
 """
 
 import importlib.util
@@ -18,8 +17,7 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 @pytest.mark.parametrize("backend", ("jax", "torch"))
 def test_layer_tests_pass_on_backend(backend):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed (pip install -e '.[{backend}]')")
+    assert importlib.util.find_spec(backend) is not None, f"{backend} is missing: pip install -e '.[test]'"
     environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     environment.pop("XLA_FLAGS", None)  # tests/conftest.py sets JAX's devices
     command = [sys.executable, "-m", "pytest", "tests/backends", "-q", "-p", "no:cacheprovider"]

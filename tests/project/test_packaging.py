@@ -155,12 +155,12 @@ def test_setup_pins_the_stack_and_keeps_the_core_light():
     assert {_requirement_name(r) for r in requires} == {"tensorflow", "tf-keras", "keras", "numpy", "absl-py"}
     extras = metadata["extras_require"]
     assert "tf-models-official==2.20.0" in extras["garden"]
-    # PyTorch (with its CUDA libraries) is its own extra, outside `all` and `test`.
+    # PyTorch (with its CUDA libraries) is its own extra, outside `all`; the tests take its CPU build.
     assert set(extras["all"]) == {r for name, extra in extras.items()
                                   if name not in ("all", "test", "torch") for r in extra}
     test_names = {_requirement_name(r) for r in extras["test"]}
-    assert {"pytest", "pytest-xdist", "scikit-learn", "scipy", "ray", "pyglove", "jax"} <= test_names
-    assert "torch" not in test_names and {_requirement_name(r) for r in extras["torch"]} == {"torch"}
+    assert {"pytest", "pytest-xdist", "scikit-learn", "scipy", "ray", "pyglove", "jax", "torch"} <= test_names
+    assert {_requirement_name(r) for r in extras["torch"]} == {"torch"}
 
 
 def _catches_import_error(handler):
@@ -213,7 +213,7 @@ EXTRAS_OF_AREA = {
     "evonorm_tf/search": ("search", "ray"),
     "tpu_scripts": ("garden",),
     "bench": ("garden", "jax", "torch"),
-    "tests": ("test", "torch"),
+    "tests": ("test",),
 }
 
 
