@@ -38,6 +38,7 @@ FORMULAS = tuple(formulas.__all__)
 
 __all__ = FORMULAS + (
     "batch_moments",
+    "batch_norm_moments",
     "batch_root",
     "group_moments",
     "group_root",
@@ -204,6 +205,19 @@ def batch_root(x, epsilon, data_format="channels_last"):
     x = _float32(x)
     statistic, small = _centered_mean_squares(x, (0,) + _spatial_axes(_rank(x), data_format), True)
     return root(statistic, small, epsilon), saturated(statistic, small)
+
+
+def batch_norm_moments(x, axes):
+    """`(mean, variance)` over `axes` without keepdims, for Keras's `BatchNormalization`.
+
+    Two passes; a variance beyond float32 is the largest float32 (`saturated`),
+    so it neither becomes NaN nor inf.
+    """
+    x = _float32(x)
+    axes = tuple(axes)
+    mean = ops.mean(x, axis=axes, keepdims=True)
+    variance = saturated(*mean_squares(x - mean, axes))
+    return ops.squeeze(mean, axis=axes), ops.squeeze(variance, axis=axes)
 
 
 def instance_root(x, epsilon, data_format="channels_last", centered=True, inverse=False):

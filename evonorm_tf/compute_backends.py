@@ -171,6 +171,10 @@ class KerasOpsCompute:
         mean, variance = backend_formulas.batch_moments(x, data_format)
         return keras.ops.reshape(mean, (-1,)), keras.ops.reshape(variance, (-1,))
 
+    def batch_norm_moments(self, x, axes):
+        """Keras BatchNormalization's `(mean, variance)` over `axes`, the variance saturated."""
+        return backend_formulas.batch_norm_moments(x, axes)
+
     def path_index(self, active_paths, num_paths):
         """Shadow BN's row `m − 1` (int32); a traced m is clipped to 1..k."""
         if isinstance(active_paths, (numbers.Integral, np.generic)):
