@@ -52,6 +52,8 @@ class TensorFlowCompute:
     """TensorFlow ops and the kernel paths: tf_keras, and Keras 3 on the TensorFlow backend."""
 
     name = "tensorflow"
+    #: `synchronized=True` all-reduces batch statistics over `tf.distribute` replicas.
+    all_reduces_batch_statistics = True
 
     training_flag = staticmethod(training_flag)
     activations = {"relu": tf.nn.relu, "silu": tf.nn.silu}
@@ -129,6 +131,8 @@ class KerasOpsCompute:
     """`keras.ops` on the process's Keras backend: Keras 3 on JAX and PyTorch."""
 
     name = "keras.ops"
+    #: One program sees the global batch: `synchronized=True` needs no all-reduce.
+    all_reduces_batch_statistics = False
 
     activations = {"relu": keras.ops.relu, "silu": keras.ops.silu}
 

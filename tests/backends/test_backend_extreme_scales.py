@@ -132,3 +132,14 @@ def test_float16_outputs_saturate_at_65504():
     np.testing.assert_array_equal(to_numpy(y), -65504.0)
     exact = to_numpy(evonorm_tf.get_norm_act("evonorm_b0")(x, training=True))
     np.testing.assert_allclose(exact, -1e4 / np.sqrt(1e-5), rtol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="an all-reduce of variances overflows there (docs/robustness.md)")
+@pytest.mark.parametrize("name", reference.B_SERIES)
+def test_synchronized_b_series_match_reference_at_scale_1e30(name):
+    """On JAX and PyTorch one program sees the global batch: `synchronized=True` is as exact."""
+    rng = case_rng("backends-extreme-synchronized", name)
+    x = (rng.normal(0.0, 1.0, (3, 4, 4, 8)) * 1e30).astype(np.float32)
+    layer, weights = _layer(name, x.shape, rng, synchronized=True)
+    expected = reference.norm_act(name, x.astype(np.float64), weights, training=True)
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)), expected, rtol=1e-4, atol=1e-4)
