@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from evonorm_tf import backend_formulas, kernels, statistics
+from evonorm_tf import backend_formulas, backend_gradients, kernels, statistics
 
 __all__ = ["KERAS_OPS", "TENSORFLOW", "for_keras_backend", "training_flag"]
 
@@ -115,16 +115,25 @@ class TensorFlowCompute:
 
 
 class _KerasOpsSelection:
-    """`backend_formulas` in the shape of a `kernels.Selection` (path `"keras.ops"`)."""
+    """`backend_formulas` in the shape of a `kernels.Selection` (path `"keras.ops"`).
+
+    On JAX with `backend_gradients.gradients() == "custom"` (read here, when a
+    layer is built), EvoNorm-B0 in training and EvoNorm-S0 come from
+    `backend_gradients`: the same outputs with hand-derived gradients.
+    """
 
     path = "keras.ops"
 
     def __init__(self):
         for name in backend_formulas.FORMULAS:
             setattr(self, name, getattr(backend_formulas, name))
+        if keras.backend.backend() == "jax" and backend_gradients.gradients() == "custom":
+            self.path = "keras.ops+custom-gradients"
+            self.evonorm_b_training = backend_gradients.evonorm_b_training
+            self.evonorm_s0 = backend_gradients.evonorm_s0
 
     def __repr__(self):
-        return "Selection('keras.ops')"
+        return f"Selection({self.path!r})"
 
 
 class KerasOpsCompute:
