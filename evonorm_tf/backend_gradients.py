@@ -1,36 +1,37 @@
-"""Hand-derived gradients of EvoNorm-B0 (training) and EvoNorm-S0 in `keras.ops`, for JAX.
+"""A hand-derived gradient of EvoNorm-B0 in training, in `keras.ops`, for JAX.
 
 On JAX the Keras 3 layers run `evonorm_tf.backend_formulas`, differentiated
 by JAX. These functions compute the same outputs with a gradient written by
 hand (`keras.ops.custom_gradient`, which is `jax.custom_gradient` on JAX):
-the backward pass reuses the forward pass's normalized values and takes each
-statistic's share with one reduction, instead of differentiating every
-operation of the forward pass.
+the backward pass keeps only x and the statistics of the forward pass and
+takes each statistic's share with one reduction, instead of differentiating
+every operation of the forward pass.
 
 Every statistic is used as in `backend_formulas`, through its root at any
 scale of x (`backend_formulas.root`, `inverse_root`), and the gradients are
 written so that no intermediate leaves float32 where the result does not: a
 statistic with root σ passes `c·(x − centre)/σ` to x (never `c/σ²` times
-`x − centre`, which is 0·inf at scale 1e30), and EvoNorm-S0's `∂/∂v`
-multiplies `x·(1 − σ(v·x))·σ(v·x)` before x (x² alone overflows where σ' is
-0). Where the two branches of B0's maximum are equal the gradient goes to
-the batch branch, as TensorFlow's `maximum`.
+`x − centre`, whose factor 1/σ² is below float32 at scale 1e30). Where the
+two branches of B0's maximum are equal the gradient goes to the batch
+branch, as TensorFlow's `maximum`.
 
 Which gradient the layers use is chosen when a layer is built:
 `set_gradients("custom")` or `"autodiff"`, else the environment variable
-`EVONORM_TF_JAX_GRADIENTS`, else `DEFAULT` (see docs/kernels.md for the
-measured reason). Only the JAX backend uses them.
+`EVONORM_TF_JAX_GRADIENTS`, else `DEFAULT`. Only the JAX backend uses it.
+Under `jax.jit` on CPU it is about as fast as JAX's differentiation of
+`backend_formulas` (docs/kernels.md, `bench/backends.py --jax-gradients`),
+so the default stays `"autodiff"`; a hand-derived EvoNorm-S0 gradient was
+slower than JAX's and is not kept.
 """
 
 import os
 
 from keras import ops
 
-from evonorm_tf import arguments
-from evonorm_tf import backend_formulas
+from evonorm_tf import arguments, backend_formulas
 
-__all__ = ["DEFAULT", "ENVIRONMENT_VARIABLE", "GRADIENTS", "evonorm_b_training", "evonorm_s0",
-           "gradients", "set_gradients"]
+__all__ = ["DEFAULT", "ENVIRONMENT_VARIABLE", "GRADIENTS", "evonorm_b_training", "gradients",
+           "set_gradients"]
 
 #: The two ways of differentiating the JAX layers.
 GRADIENTS = ("autodiff", "custom")
@@ -69,85 +70,6 @@ def _channel_axes(rank, data_format):
 
 def _channel_sum(t, rank, data_format):
     return ops.sum(t, axis=_channel_axes(rank, data_format))
-
-
-def _grouped_weight(w, rank, data_format, grouped_shape):
-    """A `[C]` weight as `[G, C/G]` (channels_last) or `[G, C/G, 1..]`, to broadcast on grouped x."""
-    groups, size = (grouped_shape[-2:] if data_format == "channels_last" else grouped_shape[1:3])
-    trailing = () if data_format == "channels_last" else (1,) * (rank - 2)
-    return ops.reshape(backend_formulas._float32(w), (groups, size) + trailing)
-
-
-def evonorm_s0(x, gamma, beta, v, groups, epsilon=1e-5, data_format="channels_last"):
-    """EvoNorm-S0 as `backend_formulas.evonorm_s0`, with its gradient written by hand.
-
-    With `u = x·σ(v·x)·r`, `r = 1/sqrt(s2_hwg + ε)`, `y = u·γ + β`, `a = ∂L/∂y·γ`
-    and M the elements of a group:
-
-        ∂L/∂x = a·r·(σ + v·x·σ') − r·mean_g(a·u)·(x − mean_g(x))·r
-        ∂L/∂v = Σ a·r·x·(x·σ'),  ∂L/∂γ = Σ ∂L/∂y·u,  ∂L/∂β = Σ ∂L/∂y
-
-    Computed on the grouped view of x (`[N, *spatial, G, C/G]`); the backward
-    pass keeps only x and the per-group statistics and recomputes the rest.
-    """
-    arguments.check_data_format(data_format)
-    rank = len(ops.shape(x))
-    dtype_of_x = x.dtype
-    shape = tuple(ops.shape(x))
-    channels = shape[-1] if data_format == "channels_last" else shape[1]
-    arguments.check_groups_divide(groups, channels)
-    if data_format == "channels_last":  # [N, *spatial, G, C/G]
-        grouped_shape = (-1,) + shape[1:-1] + (groups, channels // groups)
-        axes = tuple(range(1, rank - 1)) + (rank,)
-    else:  # [N, G, C/G, *spatial]
-        grouped_shape = (-1, groups, channels // groups) + shape[2:]
-        axes = tuple(range(2, rank + 1))
-
-    per_channel = ((-1,) + (1,) * (rank - 2) + (channels,) if data_format == "channels_last"
-                   else (-1, channels) + (1,) * (rank - 2))
-    within_group_axis = -1 if data_format == "channels_last" else 2
-
-    def to_channels(statistic):
-        target = list(ops.shape(statistic))
-        target[within_group_axis] = channels // groups
-        return ops.reshape(ops.broadcast_to(statistic, tuple(target)), per_channel)
-
-    def group_mean(values):
-        return ops.mean(ops.reshape(values, grouped_shape), axis=axes, keepdims=True)
-
-    def normalized(x, v, r):
-        s = ops.sigmoid(backend_formulas._channel(v, rank, data_format) * x)
-        return s, x * s * r
-
-    @ops.custom_gradient
-    def forward(x, gamma, beta, v):
-        x32 = backend_formulas._float32(x)
-        xg = ops.reshape(x32, grouped_shape)
-        mean = ops.mean(xg, axis=axes, keepdims=True)
-        r_group = backend_formulas.inverse_root(*backend_formulas.mean_squares(xg - mean, axes), epsilon)
-        g, b = (backend_formulas._channel(w, rank, data_format) for w in (gamma, beta))
-        s_forward, u_forward = normalized(x32, v, to_channels(r_group))
-        y = u_forward * g + b
-
-        def grad(*upstream, **kwargs):
-            # Only x and the group statistics are kept from the forward pass; the rest is recomputed.
-            dy = backend_formulas._float32(kwargs["upstream"] if "upstream" in kwargs else upstream[0])
-            x32 = backend_formulas._float32(x)
-            vc = backend_formulas._channel(v, rank, data_format)
-            r = to_channels(r_group)
-            s, u = s_forward, u_forward
-            a = dy * g
-            share = to_channels(group_mean(a * u))
-            t = x32 * (1.0 - s) * s  # x·σ'(v·x), finite at any scale of x
-            ar = a * r
-            dx = ar * (s + vc * t) - (r * share) * ((x32 - to_channels(mean)) * r)
-            return (ops.cast(dx, dtype_of_x), _channel_sum(dy * u, rank, data_format),
-                    _channel_sum(dy, rank, data_format), _channel_sum(ar * x32 * t, rank, data_format))
-
-        return y, grad
-
-    return forward(x, backend_formulas._float32(gamma), backend_formulas._float32(beta),
-                   backend_formulas._float32(v))
 
 
 def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="channels_last"):

@@ -118,8 +118,8 @@ class _KerasOpsSelection:
     """`backend_formulas` in the shape of a `kernels.Selection` (path `"keras.ops"`).
 
     On JAX with `backend_gradients.gradients() == "custom"` (read here, when a
-    layer is built), EvoNorm-B0 in training and EvoNorm-S0 come from
-    `backend_gradients`: the same outputs with hand-derived gradients.
+    layer is built), EvoNorm-B0 in training comes from `backend_gradients`:
+    the same outputs with a hand-derived gradient.
     """
 
     path = "keras.ops"
@@ -130,7 +130,6 @@ class _KerasOpsSelection:
         if keras.backend.backend() == "jax" and backend_gradients.gradients() == "custom":
             self.path = "keras.ops+custom-gradients"
             self.evonorm_b_training = backend_gradients.evonorm_b_training
-            self.evonorm_s0 = backend_gradients.evonorm_s0
 
     def __repr__(self):
         return f"Selection({self.path!r})"

@@ -1,4 +1,4 @@
-"""EvoNorm-B0 and S0 with hand-derived gradients on JAX (`evonorm_tf.backend_gradients`).
+"""EvoNorm-B0 with a hand-derived gradient on JAX (`evonorm_tf.backend_gradients`).
 
 Run under `KERAS_BACKEND=jax` by `tests/core/test_keras_backends.py` (skipped
 on the other backends). The hand-derived gradients must equal JAX's
@@ -27,15 +27,12 @@ if BACKEND == "jax":
 
     from evonorm_tf import backend_formulas, backend_gradients
 
-GROUPS = 2
 RELATIVE = 1e-5
 
 
 def _functions(name, data_format, epsilon):
     """(autodiff, custom) functions of (x, γ, β, v) for one layer."""
-    if name == "evonorm_s0":
-        return (lambda *a: backend_formulas.evonorm_s0(*a, GROUPS, epsilon, data_format),
-                lambda *a: backend_gradients.evonorm_s0(*a, GROUPS, epsilon, data_format))
+    assert name == "evonorm_b0"
     return (lambda *a: backend_formulas.evonorm_b_training("b0", *a, epsilon, data_format)[0],
             lambda *a: backend_gradients.evonorm_b_training("b0", *a, epsilon, data_format)[0])
 
@@ -62,7 +59,7 @@ def _assert_close(actual, expected, label):
 
 @pytest.mark.parametrize("rank", (3, 4, 5))
 @pytest.mark.parametrize("data_format", ("channels_last", "channels_first"))
-@pytest.mark.parametrize("name", ("evonorm_b0", "evonorm_s0"))
+@pytest.mark.parametrize("name", ("evonorm_b0",))
 def test_custom_gradients_equal_autodiff(name, data_format, rank):
     rng = case_rng("custom-gradients-autodiff", name, data_format, rank)
     x = random_input(rng, random_shape(rng, rank, channels=4))
@@ -76,7 +73,7 @@ def test_custom_gradients_equal_autodiff(name, data_format, rank):
     _assert_close(custom[1], autodiff[1], f"{name} {data_format} rank {rank}")
 
 
-@pytest.mark.parametrize("name", ("evonorm_b0", "evonorm_s0"))
+@pytest.mark.parametrize("name", ("evonorm_b0",))
 def test_custom_gradients_match_float64_central_differences(name):
     rng = case_rng("custom-gradients-reference", name)
     x = rng.normal(0.3, 1.0, (3, 3, 3, 4))
@@ -84,11 +81,11 @@ def test_custom_gradients_match_float64_central_differences(name):
     weights["moving_variance"] = np.ones(4)
     cotangent = rng.normal(size=x.shape)
     # Away from B0's max() kink, so that central differences are those of one smooth branch.
-    assert reference.nonsmooth_margin(name, x, weights, training=True, groups=GROUPS) > 1e-3
+    assert reference.nonsmooth_margin(name, x, weights, training=True) > 1e-3
 
     def loss(values):
         inputs = {"x": x, **weights, **values}
-        y = reference.norm_act(name, inputs.pop("x"), inputs, training=True, groups=GROUPS)
+        y = reference.norm_act(name, inputs.pop("x"), inputs, training=True)
         return np.sum(y * cotangent)
 
     expected, step = [], 1e-6
@@ -107,14 +104,14 @@ def test_custom_gradients_match_float64_central_differences(name):
 
 
 @pytest.mark.parametrize("case", hard_inputs.SCALE_CASES + ("batch_1", "spatial_1x1"))
-@pytest.mark.parametrize("name", ("evonorm_b0", "evonorm_s0"))
+@pytest.mark.parametrize("name", ("evonorm_b0",))
 def test_custom_gradients_finite_on_adversarial_inputs(name, case):
     rng = case_rng("custom-gradients-adversarial", name, case)
-    x, groups = hard_inputs.sweep_input(case, rng)
+    x, _ = hard_inputs.sweep_input(case, rng)
     x = x.astype(np.float32)
     backend_gradients.set_gradients("custom")
     try:
-        layer = evonorm_tf.get_norm_act(name, **({"groups": groups} if name == "evonorm_s0" else {}))
+        layer = evonorm_tf.get_norm_act(name)
         layer.build(x.shape)
     finally:
         backend_gradients.set_gradients(None)
@@ -146,7 +143,8 @@ def test_layers_choose_their_gradients_when_built(monkeypatch):
         return layer._kernels
 
     monkeypatch.setenv(backend_gradients.ENVIRONMENT_VARIABLE, "custom")
-    assert built("evonorm_s0").evonorm_s0 is backend_gradients.evonorm_s0
+    assert built("evonorm_b0").evonorm_b_training is backend_gradients.evonorm_b_training
+    assert built("evonorm_s0").evonorm_s0 is backend_formulas.evonorm_s0  # JAX's gradient
     backend_gradients.set_gradients("autodiff")
     try:
         assert built("evonorm_b0").evonorm_b_training is backend_formulas.evonorm_b_training
