@@ -15,8 +15,14 @@ by the median of `keras.layers.BatchNormalization` (+ ReLU) timed in the
 same process. Ratios of one backend are comparable with each other, not
 across backends. The load average is printed with the numbers.
 
+`--jax-gradients` adds, on JAX, EvoNorm-B0 with its hand-derived gradient
+(`evonorm_tf.backend_gradients`, row "evonorm_b0 custom") next to the same
+layer differentiated by JAX ("evonorm_b0 autodiff"), timed in the same
+interleaved rounds, and prints custom/autodiff.
+
     python bench/backends.py                                # every installed backend
     python bench/backends.py --backends jax --shape 8,28,28,128 --iters 20
+    python bench/backends.py --backends jax --jax-gradients --layers evonorm_b0
 """
 
 import argparse
@@ -32,6 +38,8 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("tensorflow", "jax", "torch")
 DEFAULT_LAYERS = ("evonorm_b0", "evonorm_s0", "gn_relu", "frn_tlu")
 REFERENCE = "keras_bn_relu"
+#: The layers with hand-derived JAX gradients (`evonorm_tf.backend_gradients`).
+CUSTOM_GRADIENTS = ("evonorm_b0",)
 
 
 def _parse_args(argv):
@@ -42,6 +50,8 @@ def _parse_args(argv):
     parser.add_argument("--shape", default="16,28,28,128", help="N,H,W,C (channels_last)")
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jax-gradients", action="store_true",
+                        help="on JAX, time EvoNorm-B0 with its hand-derived gradient and with autodiff")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one backend's run
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -108,17 +118,26 @@ def _measure(args):
     import numpy as np
 
     import evonorm_tf
+    from evonorm_tf import backend_gradients
 
     rng = np.random.default_rng(0)
     x = keras.ops.convert_to_tensor(rng.normal(0.5, 1.0, args.shape).astype("float32"))
     dy = keras.ops.convert_to_tensor(rng.normal(size=args.shape).astype("float32"))
-    layers = {REFERENCE: keras.Sequential([keras.layers.BatchNormalization(), keras.layers.ReLU()])}
+    layers = {REFERENCE: (keras.Sequential([keras.layers.BatchNormalization(), keras.layers.ReLU()]), None)}
+    compare = args.jax_gradients and keras.backend.backend() == "jax"
     for name in args.layers:
         grouped = name.startswith(("gn_", "evonorm_s"))
-        layers[name] = evonorm_tf.get_norm_act(name, **({"groups": 32} if grouped else {}))
+        kwargs = {"groups": 32} if grouped else {}
+        if compare and name in CUSTOM_GRADIENTS:
+            for gradients in ("autodiff", "custom"):
+                layers[f"{name} {gradients}"] = (evonorm_tf.get_norm_act(name, **kwargs), gradients)
+        else:
+            layers[name] = (evonorm_tf.get_norm_act(name, **kwargs), None)
     steps = {}
-    for name, layer in layers.items():
-        layer(x, training=True)  # builds
+    for name, (layer, gradients) in layers.items():
+        backend_gradients.set_gradients(gradients)
+        layer(x, training=True)  # builds (the gradients are chosen here)
+        backend_gradients.set_gradients(None)
         steps[name] = _step_function(layer, x, dy)
         steps[name]()  # warm-up: tracing and compilation
     times = {name: [] for name in steps}
@@ -163,9 +182,17 @@ def main(argv=None):
     print("|---|" + "---:|" * len(installed))
     print(f"| {REFERENCE} (ms) | " + " | ".join(
         f"{results[b][REFERENCE] * 1e3:.2f}" for b in installed) + " |")
-    for name in args.layers:
+    rows = sorted({name for b in installed for name in results[b] if name != REFERENCE},
+                  key=lambda row: (args.layers.index(row.split()[0]), row))
+    for name in rows:
         print(f"| {name} | " + " | ".join(
-            f"{results[b][name] / results[b][REFERENCE]:.2f}" for b in installed) + " |")
+            f"{results[b][name] / results[b][REFERENCE]:.2f}" if name in results[b] else "–"
+            for b in installed) + " |")
+    if "jax" in results and args.jax_gradients:
+        for name in CUSTOM_GRADIENTS:
+            if f"{name} custom" in results["jax"]:
+                ratio = results["jax"][f"{name} custom"] / results["jax"][f"{name} autodiff"]
+                print(f"jax {name}: custom gradients / autodiff = {ratio:.3f}")
 
 
 if __name__ == "__main__":

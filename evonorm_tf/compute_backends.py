@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from evonorm_tf import backend_formulas, kernels, statistics
+from evonorm_tf import backend_formulas, backend_gradients, kernels, statistics
 
 __all__ = ["KERAS_OPS", "TENSORFLOW", "for_keras_backend", "training_flag"]
 
@@ -52,6 +52,8 @@ class TensorFlowCompute:
     """TensorFlow ops and the kernel paths: tf_keras, and Keras 3 on the TensorFlow backend."""
 
     name = "tensorflow"
+    #: `synchronized=True` all-reduces batch statistics over `tf.distribute` replicas.
+    all_reduces_batch_statistics = True
 
     training_flag = staticmethod(training_flag)
     activations = {"relu": tf.nn.relu, "silu": tf.nn.silu}
@@ -113,22 +115,32 @@ class TensorFlowCompute:
 
 
 class _KerasOpsSelection:
-    """`backend_formulas` in the shape of a `kernels.Selection` (path `"keras.ops"`)."""
+    """`backend_formulas` in the shape of a `kernels.Selection` (path `"keras.ops"`).
+
+    On JAX with `backend_gradients.gradients() == "custom"` (read here, when a
+    layer is built), EvoNorm-B0 in training comes from `backend_gradients`:
+    the same outputs with a hand-derived gradient.
+    """
 
     path = "keras.ops"
 
     def __init__(self):
         for name in backend_formulas.FORMULAS:
             setattr(self, name, getattr(backend_formulas, name))
+        if keras.backend.backend() == "jax" and backend_gradients.gradients() == "custom":
+            self.path = "keras.ops+custom-gradients"
+            self.evonorm_b_training = backend_gradients.evonorm_b_training
 
     def __repr__(self):
-        return "Selection('keras.ops')"
+        return f"Selection({self.path!r})"
 
 
 class KerasOpsCompute:
     """`keras.ops` on the process's Keras backend: Keras 3 on JAX and PyTorch."""
 
     name = "keras.ops"
+    #: One program sees the global batch: `synchronized=True` needs no all-reduce.
+    all_reduces_batch_statistics = False
 
     activations = {"relu": keras.ops.relu, "silu": keras.ops.silu}
 
@@ -170,6 +182,10 @@ class KerasOpsCompute:
     def batch_moments(self, x, data_format):
         mean, variance = backend_formulas.batch_moments(x, data_format)
         return keras.ops.reshape(mean, (-1,)), keras.ops.reshape(variance, (-1,))
+
+    def batch_norm_moments(self, x, axes):
+        """Keras BatchNormalization's `(mean, variance)` over `axes`, the variance saturated."""
+        return backend_formulas.batch_norm_moments(x, axes)
 
     def path_index(self, active_paths, num_paths):
         """Shadow BN's row `m − 1` (int32); a traced m is clipped to 1..k."""

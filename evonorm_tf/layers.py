@@ -56,10 +56,29 @@ class _MeanMovingStatistics:
         return super().add_weight(*args, trainable=trainable, aggregation=aggregation, **kwargs)
 
 
+class _BatchMomentsAtAnyScale:
+    """BatchNormalization's batch moments on JAX and PyTorch: two passes, the variance saturated.
+
+    Keras's PyTorch backend takes the variance as `E[x²] − E[x]²`, which is
+    `inf − inf = NaN` for inputs of scale 1e30, and neither backend supports
+    `synchronized=True` (one JAX program sees the global batch anyway). Here
+    the variance is the mean squared deviation from the mean, and one beyond
+    float32 is the largest float32 (`backend_formulas.batch_norm_moments`), so
+    outputs, gradients and `moving_variance` stay finite (docs/robustness.md).
+    """
+
+    def _moments(self, inputs, mask):
+        if mask is not None:
+            return super()._moments(inputs, mask)
+        return self._compute.batch_norm_moments(inputs, self._reduction_axes)
+
+
 def make_layer_class(spec):
     """The Keras 3 layer class of a `registry.NormActSpec`."""
     if spec.keras_base == "BatchNormalization":
         bases = (_MeanMovingStatistics, spec.core, keras.layers.BatchNormalization)
+        if _MeanMovingStatistics._compute is compute_backends.KERAS_OPS:
+            bases = (_BatchMomentsAtAnyScale,) + bases
     else:
         bases = (_Keras3Weights, spec.core, keras.layers.Layer)
     namespace = {

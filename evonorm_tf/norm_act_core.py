@@ -151,7 +151,7 @@ class BatchSeriesCore(NormActCore):
     def _normalize(self, x, training):
         if not self.nonlinearity:
             return self._kernels.affine(x, self.gamma, self.beta, self.data_format)
-        if training and not self.synchronized:
+        if training and not (self.synchronized and self._compute.all_reduces_batch_statistics):
             # One op computes the batch variance with y (and differentiates both).
             outputs, variance = self._kernels.evonorm_b_training(
                 self.formula_kind, x, self.gamma, self.beta, getattr(self, "v", None),

@@ -23,13 +23,17 @@ def is_native(tensor):
     return module.split(".")[0] in native
 
 
-def output_and_gradients(layer, x, training):
+def output_and_gradients(layer, x, training, cotangent=None):
     """`(y, [dL/dx] + [dL/dw for trainable w])` for `L = Σ y²`, as NumPy float64 arrays.
 
+    With a `cotangent` (an array of y's shape) the loss is the linear `L = Σ y·cotangent`
+    instead, as in the adversarial sweep: its gradients stay finite where y² would not.
     The layer is built on first use; its moving statistics update as in a call.
     """
     if not layer.built:
         layer(x, training=False)
+    if cotangent is not None:
+        cotangent = np.asarray(cotangent, np.float32)
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -37,7 +41,8 @@ def output_and_gradients(layer, x, training):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x, training=training)
-            loss = tf.reduce_sum(tf.square(tf.cast(y, tf.float32)))
+            y32 = tf.cast(y, tf.float32)
+            loss = tf.reduce_sum(y32 * cotangent if cotangent is not None else tf.square(y32))
         gradients = tape.gradient(loss, [x] + layer.trainable_weights)
     elif BACKEND == "jax":
         import jax
@@ -48,7 +53,8 @@ def output_and_gradients(layer, x, training):
 
         def loss(trainable_values, inputs):
             y, _ = layer.stateless_call(trainable_values, non_trainable, inputs, training=training)
-            return jnp.sum(jnp.square(y.astype("float32"))), y
+            y32 = y.astype("float32")
+            return jnp.sum(y32 * cotangent if cotangent is not None else jnp.square(y32)), y
 
         (_, y), (weight_gradients, x_gradient) = jax.value_and_grad(
             loss, argnums=(0, 1), has_aux=True
@@ -61,7 +67,10 @@ def output_and_gradients(layer, x, training):
         for variable in layer.trainable_variables:
             variable.value.grad = None
         y = layer(x, training=training)
-        torch.sum(torch.square(y.float())).backward()
+        if cotangent is not None:
+            torch.sum(y.float() * torch.tensor(np.asarray(cotangent, np.float32))).backward()
+        else:
+            torch.sum(torch.square(y.float())).backward()
         gradients = [x.grad] + [variable.value.grad for variable in layer.trainable_variables]
     assert all(g is not None for g in gradients), "a gradient is missing"
     return to_numpy(y), [to_numpy(g) for g in gradients]

@@ -5,7 +5,7 @@ Run by the default suite on TensorFlow and, through
 every norm-act and Shadow BN returns a tensor of that backend, matches
 `tests/reference.py` to 1e-5 in float32 (training and inference, both data
 formats, rank 3 to 5), updates its moving statistics as the reference, has
-finite gradients on the hard inputs of `tests/core/test_robustness.py`, and
+finite gradients on the hard inputs of `tests/core/test_robustness.py` (`tests/hard_inputs.py`), and
 keeps float32 statistics under a mixed precision policy.
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import evonorm_tf
+import hard_inputs
 import reference
 from backend_cases import BACKEND, is_native, output_and_gradients, to_numpy
 from layer_cases import NAMES, case_rng, from_format, groups_for, random_input, random_shape, to_format
@@ -101,23 +102,11 @@ def test_moving_statistics_update_as_reference(name):
     np.testing.assert_array_equal(to_numpy(layer.non_trainable_weights[0]), frozen)
 
 
-def _hard_input(case, rng):
-    if case == "constant_zero":
-        return np.zeros([3, 4, 4, CHANNELS], np.float32)
-    if case == "constant":
-        return np.full([3, 4, 4, CHANNELS], 2.5, np.float32)
-    if case == "batch_1_spatial_1x1":
-        return rng.normal(0.5, 1.0, [1, 1, 1, CHANNELS]).astype(np.float32)
-    x = rng.uniform(-1e4, 1e4, [3, 4, 4, CHANNELS]).astype(np.float32)  # "large"
-    x[..., 0] = 1e4
-    return x
-
-
 @pytest.mark.parametrize("case", ("constant_zero", "constant", "batch_1_spatial_1x1", "large"))
 @pytest.mark.parametrize("name", NAMES)
 def test_finite_outputs_and_gradients(name, case):
     rng = case_rng("backends-robust", name, case)
-    x = _hard_input(case, rng)
+    x = hard_inputs.edge_input(case, rng, CHANNELS)
     layer, _ = _layer(name, rng, CHANNELS)
     for training in (True, False):
         y, gradients = output_and_gradients(layer, x, training)

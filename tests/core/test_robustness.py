@@ -11,31 +11,11 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+import hard_inputs
 from layer_cases import FRONT_ENDS, NAMES, case_rng, groups_for, make_layer
 
-CHANNELS = 4
-
-
-def _inputs(case, rng):
-    if case == "constant_zero":
-        return np.zeros([3, 4, 4, CHANNELS], np.float32)
-    if case == "constant":
-        return np.full([3, 4, 4, CHANNELS], 2.5, np.float32)
-    if case == "batch_1":
-        return rng.normal(0.5, 1.0, [1, 4, 4, CHANNELS]).astype(np.float32)
-    if case == "spatial_1x1":
-        return rng.normal(0.5, 1.0, [3, 1, 1, CHANNELS]).astype(np.float32)
-    if case == "batch_1_spatial_1x1":
-        return rng.normal(0.5, 1.0, [1, 1, 1, CHANNELS]).astype(np.float32)
-    if case == "large":
-        # |x| up to 1e4, including a channel of large constant value.
-        x = rng.uniform(-1e4, 1e4, [3, 4, 4, CHANNELS]).astype(np.float32)
-        x[..., 0] = 1e4
-        return x
-    raise ValueError(case)
-
-
-CASES = ("constant_zero", "constant", "batch_1", "spatial_1x1", "batch_1_spatial_1x1", "large")
+CHANNELS = hard_inputs.CHANNELS
+CASES = hard_inputs.EDGE_CASES
 
 
 def _output_and_gradients(layer, x, training):
@@ -60,7 +40,7 @@ def _assert_finite(y, gradients, trainable_names):
 @pytest.mark.parametrize("front_end", FRONT_ENDS)
 def test_finite_outputs_and_gradients(front_end, name, case):
     rng = case_rng("robust", name, case)
-    x = _inputs(case, rng)
+    x = hard_inputs.edge_input(case, rng)
     layer = make_layer(front_end, name, groups=groups_for(name, CHANNELS, rng))
     for training in (True, False):
         y, gradients = _output_and_gradients(layer, x, training)

@@ -22,47 +22,15 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+import hard_inputs
 from evonorm_tf import kernels
 from layer_cases import FRONT_ENDS, GROUPED, NAMES, make_layer
 
 PATHS = ("cpu", "portable", "reference")
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
-FLOAT16_LARGEST_SCALE = 1e4
-
-
-def _case_input(case, rng, compute_dtype):
-    """`(channels_last input as float64, groups for grouped layers)` of one case."""
-    large = FLOAT16_LARGEST_SCALE if compute_dtype == "float16" else 1e30
-    shape, groups = (3, 4, 4, 8), 4
-    if case == "zeros":
-        x = np.zeros(shape)
-    elif case == "constant":
-        x = np.full(shape, 2.5)
-    elif case == "scale_1e30":
-        x = rng.normal(0.0, 1.0, shape) * large
-    elif case == "constant_minus_1e30":
-        x = np.full(shape, -large)
-    elif case == "scale_1e-30":
-        x = rng.normal(0.0, 1.0, shape) * 1e-30
-    elif case == "mean_1e4":
-        x = rng.normal(1e4, 1.0, shape)
-    elif case == "batch_1":
-        x = rng.normal(0.5, 1.0, (1, 4, 4, 8))
-    elif case == "spatial_1x1":
-        x = rng.normal(0.5, 1.0, (4, 1, 1, 8))
-    elif case == "spatial_prime_7x5":
-        x = rng.normal(0.5, 1.0, (2, 7, 5, 8))
-    elif case == "channels_4096":
-        x, groups = rng.normal(0.5, 1.0, (2, 3, 3, 4096)), 32
-    else:
-        raise ValueError(case)
-    return x, groups
-
-
-CASES = ("zeros", "constant", "scale_1e30", "constant_minus_1e30", "scale_1e-30", "mean_1e4",
-         "batch_1", "spatial_1x1", "spatial_prime_7x5", "channels_4096")
+CASES = hard_inputs.SWEEP_CASES
 #: The cases of extreme values, run on every kernel path in the default suite.
-SCALE_CASES = ("zeros", "constant", "scale_1e30", "constant_minus_1e30", "scale_1e-30", "mean_1e4")
+SCALE_CASES = hard_inputs.SCALE_CASES
 
 
 def _policy(front_end, name):
@@ -93,7 +61,7 @@ def _sweep_part(path, front_end, policy_name, names, cases):
     for name in names:
         for case in cases:
             rng = np.random.default_rng([len(name), len(case), len(policy_name)])
-            x, groups = _case_input(case, rng, compute_dtype)
+            x, groups = hard_inputs.sweep_input(case, rng, compute_dtype)
             layer = make_layer(front_end, name, groups=groups if name in GROUPED else None,
                                dtype=_policy(front_end, policy_name))
             inputs = tf.constant(x, dtype=compute_dtype)
