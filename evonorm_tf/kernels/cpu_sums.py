@@ -98,6 +98,20 @@ def _from_groups(grouped, like):
 
 # -- statistics ---------------------------------------------------------------------
 
+#: Roots above this make the gradients' slopes per unit of (x − centre)/root (see `_unit`).
+_LARGE_ROOT = 2.0**40
+
+
+def _unit(root):
+    """1, or `1/root` where `root` is above `_LARGE_ROOT` (stat-sized).
+
+    The gradient of a statistic with root σ passes `c·(x − centre)` to x with
+    c of order 1/σ²: below float32 for σ above ~1e19. Gradients take it as
+    `(c/unit)·((x − centre)·unit)` instead; for ordinary inputs unit is 1.
+    """
+    return tf.where(root > _LARGE_ROOT, 1.0 / root, tf.ones_like(root))
+
+
 
 def _first(x4, channels_last):
     """The first spatial element of each (sample, channel), stat-shaped."""

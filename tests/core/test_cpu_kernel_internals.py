@@ -71,7 +71,7 @@ def test_uncompiled_kernels_match_compiled(name):
 @pytest.mark.parametrize("spatial,b_block,s_block", [
     (3136, 8, 16), (784, 8, 16), (196, 7, 14), (49, 7, 7), (48, 8, 16), (37, 1, 1), (6, 6, 6), (None, 1, 1)])
 def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, b_block, s_block):
-    """Short blocks are what keeps the cpu kernels' sums vectorised (see cpu._block_sums)."""
+    """Short blocks are what keeps the cpu kernels' sums vectorised (see cpu_sums._block_sums)."""
     assert cpu_sums._block_size(spatial, cpu_sums.B_BLOCK) == b_block
     assert cpu_sums._block_size(spatial, cpu_sums.S_BLOCK) == s_block
 
