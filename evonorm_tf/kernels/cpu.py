@@ -17,9 +17,10 @@ makes them fast on CPU (each point measured, see `bench/layers.py`):
 2. **Sums fused into short blocks, never written at x's size.** Every
    per-(sample, channel) sum (the statistics of the forward pass, and those
    of dy and the gradient terms in the backward pass) is read from x (and
-   dy) once, as partial sums over blocks of 8 (B-series) or 16 (S-series)
-   spatial positions, all terms stacked into one reduction (`cpu_sums._block_sums`),
-   then finished by an addition tree (`cpu_sums._finish`). On CPU, writing an
+   dy) once, as partial sums over blocks of 8 (B-series) or 16 (S-series;
+   8 on float16 or bfloat16 x where 8 divide the size) spatial positions, all terms stacked into one
+   reduction (`cpu_sums._block_sums`), then finished by an addition tree
+   (`cpu_sums._finish`). On CPU, writing an
    x-sized tensor costs several times reading one (fresh pages,
    write-allocate), and XLA emits a reduction fused with more than a few
    operations per element as scalar code unless its blocks are short: over
@@ -73,6 +74,6 @@ from evonorm_tf.kernels.cpu_s_series import (  # noqa: F401
     group_statistics,
     s_series,
 )
-from evonorm_tf.kernels.cpu_sums import B_BLOCK, S_BLOCK  # noqa: F401
+from evonorm_tf.kernels.cpu_sums import B_BLOCK, S_BLOCK, S_BLOCK_NARROW  # noqa: F401
 
 __all__ = ["KERNEL_DTYPES", "b_series", "group_statistics", "s_series"]

@@ -17,7 +17,6 @@ from evonorm_tf.kernels import register
 from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _widened
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
 from evonorm_tf.kernels.cpu_sums import (
-    S_BLOCK,
     _blocked,
     _block_sums,
     _channel_sum,
@@ -30,6 +29,7 @@ from evonorm_tf.kernels.cpu_sums import (
     channel_moments,
     combine_groups,
     mean_square,
+    s_block_limit,
 )
 
 __all__ = ["evonorm_s0", "evonorm_s1", "evonorm_s2", "group_statistics", "s_series"]
@@ -153,7 +153,7 @@ def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):
     def op(*tensors):
         x, gamma, beta = tensors[:3]
         v = tensors[3] if with_v else tf.ones_like(gamma)
-        x4, channels_last = _blocked(x, data_format, S_BLOCK)
+        x4, channels_last = _blocked(x, data_format, s_block_limit(x, data_format))
         y4, *saved = _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v)
 
         def grad(dy):
