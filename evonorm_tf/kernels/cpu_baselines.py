@@ -28,8 +28,9 @@ import tensorflow as tf
 
 from evonorm_tf import arguments, formulas, statistics
 from evonorm_tf.kernels import register
-from evonorm_tf.kernels.cpu import _activations, _float32, _unit, _widened, group_statistics
+from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _widened
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
+from evonorm_tf.kernels.cpu_s_series import group_statistics
 from evonorm_tf.kernels.cpu_sums import (
     S_BLOCK,
     _block_sums,
@@ -39,6 +40,7 @@ from evonorm_tf.kernels.cpu_sums import (
     _from_groups,
     _spatial_count,
     _to_groups,
+    _unit,
     _vector,
     mean_square,
 )

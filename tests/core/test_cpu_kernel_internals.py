@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from evonorm_tf import kernels
-from evonorm_tf.kernels import cpu_launch, cpu_sums
+from evonorm_tf.kernels import cpu_launch, cpu_s_series, cpu_sums
 
 EPS = 1e-5
 CPU = kernels.Selection("cpu")
@@ -68,12 +68,36 @@ def test_uncompiled_kernels_match_compiled(name):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(a).max()))
 
 
-@pytest.mark.parametrize("spatial,b_block,s_block", [
-    (3136, 8, 16), (784, 8, 16), (196, 7, 14), (49, 7, 7), (48, 8, 16), (37, 1, 1), (6, 6, 6), (None, 1, 1)])
-def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, b_block, s_block):
-    """Short blocks are what keeps the cpu kernels' sums vectorised (see cpu._block_sums)."""
+@pytest.mark.parametrize("spatial,b_block,s_block,s_block_narrow", [
+    (3136, 8, 16, 8), (784, 8, 16, 8), (196, 7, 14, 7), (49, 7, 7, 7), (48, 8, 16, 8), (37, 1, 1, 1),
+    (6, 6, 6, 6), (None, 1, 1, 1)])
+def test_block_size_is_the_largest_divisor_up_to_the_block(spatial, b_block, s_block, s_block_narrow):
+    """Short blocks are what keeps the cpu kernels' sums vectorised (see cpu_sums._block_sums)."""
     assert cpu_sums._block_size(spatial, cpu_sums.B_BLOCK) == b_block
     assert cpu_sums._block_size(spatial, cpu_sums.S_BLOCK) == s_block
+    assert cpu_sums._block_size(spatial, cpu_sums.S_BLOCK_NARROW) == s_block_narrow
+
+
+@pytest.mark.parametrize("dtype,side,block", [
+    (tf.float32, 8, 16), (tf.bfloat16, 8, 8), (tf.float16, 8, 8), (tf.bfloat16, 14, 14), (tf.float32, 14, 14)])
+def test_s_series_sums_blocks_of_8_over_half_width_x_where_8_divides_the_size(dtype, side, block):
+    """The S-series kernels see x as [N, R, B, C], B by x's dtype and size (cpu_sums.s_block_limit)."""
+    seen = []
+    forward = cpu_s_series._s_forward
+
+    def recording(channels_last, groups, centered, epsilon, x4, *rest):
+        seen.append(x4.shape.as_list())
+        return forward(channels_last, groups, centered, epsilon, x4, *rest)
+
+    x = tf.cast(tf.random.stateless_normal([2, side, side, 4], seed=[1, 2]), dtype)
+    ones = tf.ones([4])
+    cpu_s_series._s_forward = recording
+    try:
+        y = cpu_s_series.evonorm_s0(x, ones, 0 * ones, ones, 2)
+    finally:
+        cpu_s_series._s_forward = forward
+    assert seen == [[2, side * side // block, block, 4]]
+    assert y.dtype == dtype
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 6, 7, 12, 37])

@@ -357,7 +357,7 @@ def test_layer_training_step_and_moving_variance(name, kernel_path):
 # -- blocked spatial sums (spatial size above the kernels' block) -----------------------
 # The kernels sum more spatial positions than cpu_sums.B_BLOCK (8) or S_BLOCK (16)
 # in blocks: 48 → 6 blocks of 8 or 3 of 16, 64 → 8 of 8 or 4 of 16, 49 → 7 of 7,
-# 37 (prime) → 37 of 1, the addition tree of cpu._finish sums the elements themselves.
+# 37 (prime) → 37 of 1, the addition tree of cpu_sums._finish sums the elements themselves.
 
 LARGE_SPATIAL = {
     "48_channels_last": ((2, 6, 8, 8), "channels_last"),
