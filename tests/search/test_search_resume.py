@@ -173,6 +173,13 @@ def test_mutation_starts_within_the_first_tenth_of_the_documented_run(tmp_path, 
     assert sum(r["cost"] for r in before) <= config.budget_steps / 10
     accepted = [r for r in before if r.get("scores") and not r.get("rejected")]
     assert len(accepted) < config.population_size          # near misses made the difference
+    # Breeding starts from the first near miss, not once `population_size` of them are stored:
+    # proposal k sees records 1..k-1, so the first child is one of the next two proposals.
+    near_misses = [r for r in before if evolution.fitness(r, 1) is not None]
+    assert near_misses
+    child = evaluated[first - 1]
+    assert child["proposal_id"] <= near_misses[0]["proposal_id"] + 2
+    assert child["parent_id"] in [r["proposal_id"] for r in near_misses]
 
 
 def test_random_genomes_alternate_with_children_until_a_layer_is_accepted(tmp_path):
