@@ -128,10 +128,10 @@ def test_cli_reports_a_signal_in_one_line_and_a_non_zero_status(tmp_path, capsys
 
 
 # The documented three-seed comparison (docs/search.md): ResNet anchor, 30 training and quality
-# steps, a 10-step stress test, population 2, tournament 2, feedback delay 1, 1,000 compute units.
+# steps, a 10-step stress test, population 2, tournament 2, feedback delay 1, 4,000 compute units.
 DOCUMENTED_RUN = dict(method="evolution", anchors=("resnet",), train_steps=30, quality_steps=30,
                       stability_steps=10, population_size=2, tournament_size=2, feedback_delay=1,
-                      budget_steps=1000, max_candidates=300, workers=0)
+                      budget_steps=4000, max_candidates=3000, workers=0)
 
 
 def _documented_mix_result(graph_text):
