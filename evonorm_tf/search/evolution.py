@@ -24,11 +24,13 @@ paper's tournament and mutation, written with PyGlove's operators
   candidates that failed only the stress test or the trained quality test
   (about a third of random genomes). They rank below every accepted
   candidate (`fitness`), so they are parents only while no accepted
-  candidate is in a tournament. Mutation therefore starts after about
-  `3 × population_size` candidates; the numerical and instant quality
+  candidate is in a tournament. The numerical and instant quality
   rejections (constants, NaN) never become parents.
-- Proposals are uniform random genomes until the population is full. While
-  it holds no accepted candidate, every odd proposal is still a uniform
+- Proposals are uniform random genomes until the population holds a first
+  member; a tournament among fewer than `tournament_size` members takes
+  them all, so mutation starts right after the first near miss (about 3
+  candidates), not after `population_size` of them. While the population
+  holds no accepted candidate, every odd proposal is still a uniform
   random genome (the same one Random + rejection draws at that index):
   children of near misses are accepted no more often than random genomes
   (docs/search.md), so the search keeps random search's chance of finding
@@ -162,8 +164,7 @@ def propose(config, proposal_id, history, dna_spec):
     if config.method == "evolution":
         members = population(history, config.population_size, len(config.anchors))
     bootstrapping = not any(value[0] >= _ACCEPTED for _, value in members)
-    if (config.method != "evolution" or len(members) < max(config.population_size, 1)
-            or bootstrapping and proposal_id % 2 == 1):
+    if config.method != "evolution" or not members or bootstrapping and proposal_id % 2 == 1:
         dna = pg.random_dna(dna_spec, random.Random(seed))
         return (encoding.genome_from_dna(dna, ops),
                 {"initial_population": True, "generation_id": 1, "parent_id": None})

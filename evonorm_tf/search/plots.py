@@ -52,6 +52,7 @@ def progress_figure(directories, labels=None, first=None, title=None):
             axis.step(xs, ys, where="post", label=label)
     axes[0].set_xlabel("compute (anchor training steps, incl. rejection tests)")
     axes[1].set_xlabel("candidates evaluated")
+    axes[1].xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     for axis in axes:
         axis.axhline(1.0 / proxy.NUM_CLASSES, color="grey", linestyle=":", label="chance")
         axis.set_ylabel(_Y_LABEL)
@@ -101,6 +102,7 @@ def comparison_figure(groups, title=None, baselines=None):
                           va="bottom", fontsize="small")
     axes[0].set_xlabel("compute (anchor training steps, incl. rejection tests)")
     axes[1].set_xlabel("candidates evaluated")
+    axes[1].xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     for axis in axes:
         axis.axhline(1.0 / proxy.NUM_CLASSES, color="grey", linestyle=":")
         axis.set_ylabel(_Y_LABEL)

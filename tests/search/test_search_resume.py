@@ -128,10 +128,10 @@ def test_cli_reports_a_signal_in_one_line_and_a_non_zero_status(tmp_path, capsys
 
 
 # The documented three-seed comparison (docs/search.md): ResNet anchor, 30 training and quality
-# steps, a 10-step stress test, population 2, tournament 2, feedback delay 1, 1,000 compute units.
+# steps, a 10-step stress test, population 2, tournament 2, feedback delay 1, 4,000 compute units.
 DOCUMENTED_RUN = dict(method="evolution", anchors=("resnet",), train_steps=30, quality_steps=30,
                       stability_steps=10, population_size=2, tournament_size=2, feedback_delay=1,
-                      budget_steps=1000, max_candidates=300, workers=0)
+                      budget_steps=4000, max_candidates=3000, workers=0)
 
 
 def _documented_mix_result(graph_text):
@@ -173,6 +173,13 @@ def test_mutation_starts_within_the_first_tenth_of_the_documented_run(tmp_path, 
     assert sum(r["cost"] for r in before) <= config.budget_steps / 10
     accepted = [r for r in before if r.get("scores") and not r.get("rejected")]
     assert len(accepted) < config.population_size          # near misses made the difference
+    # Breeding starts from the first near miss, not once `population_size` of them are stored:
+    # proposal k sees records 1..k-1, so the first child is one of the next two proposals.
+    near_misses = [r for r in before if evolution.fitness(r, 1) is not None]
+    assert near_misses
+    child = evaluated[first - 1]
+    assert child["proposal_id"] <= near_misses[0]["proposal_id"] + 2
+    assert child["parent_id"] in [r["proposal_id"] for r in near_misses]
 
 
 def test_random_genomes_alternate_with_children_until_a_layer_is_accepted(tmp_path):
