@@ -81,16 +81,14 @@ def _s_backward_partials(channels_last, with_v, x4, dy4, v):
     With v, dy·f and dy·x²·σ' are summed as the real and imaginary parts of
     one complex64 term: XLA computes an output element of a reduction at a
     time, so two real terms would each evaluate the sigmoid (10–25% slower).
+    `_finish` then returns Σdy, Σdy·f, 0 and Σdy·x²·σ'.
     """
     s = tf.sigmoid(_vector(v, channels_last) * x4)
     dy_f = dy4 * x4 * s
     if not with_v:
         return _block_sums(channels_last, dy4, dy_f)
     # x·(1 − σ) before the product: x² alone overflows float32 where σ' is 0.
-    pair = _block_sums(channels_last, tf.complex(dy4, tf.zeros_like(dy4)), tf.complex(dy_f, dy_f * (x4 * (1.0 - s))))
-    axis = 2 if channels_last else 1
-    second = tf.gather(pair, [1], axis=axis)
-    return tf.concat([tf.math.real(pair), tf.math.imag(second)], axis)
+    return _block_sums(channels_last, tf.complex(dy4, tf.zeros_like(dy4)), tf.complex(dy_f, dy_f * (x4 * (1.0 - s))))
 
 
 def _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, inverse, sums):
@@ -132,6 +130,7 @@ def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v_for_dx, inve
     """
     (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
     sums = _finish(channels_last, _s_backward_partials(channels_last, with_v, x4, dy4, v))
+    sums = sums[:2] + sums[3:]  # with v: Σdy, Σdy·f, Σdy·x²·σ' (the 0 dropped)
     count = _spatial_count(x4, channels_last)
     scale, coefficient, unit, *small = _s_gradient_coefficients(channels_last, groups, with_v, count, gamma,
                                                                  inverse, sums)

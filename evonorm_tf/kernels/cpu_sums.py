@@ -210,12 +210,23 @@ def _finish(channels_last, partials):
     TensorFlow ops per sum (in a ResNet-50 step those, not the arithmetic, were
     most of EvoNorm's extra time). channels_first partials are summed by a row
     reduction, which XLA vectorises; channels_last ones by `_tree_sum`.
+    Complex partials are summed as they are and split only then: the real
+    parts' k sums, then the imaginary parts' (splitting the partials first
+    wrote them out again, as float32, in a loop of its own).
     """
     if not channels_last:
-        total = _materialized(tf.reduce_sum(partials, axis=3))  # [N, k, C]
-        return [total[:, i, :, None, None] for i in range(partials.shape[1])]
-    total = _materialized(_tree_sum(partials))  # [N, 1, k, C]
-    return [total[:, :, i:i + 1, :] for i in range(partials.shape[2])]
+        total = tf.reduce_sum(partials, axis=3)  # [N, k, C]
+        total = _materialized(_real_parts(total, 1))
+        return [total[:, i, :, None, None] for i in range(total.shape[1])]
+    total = _materialized(_real_parts(_tree_sum(partials), 2))  # [N, 1, k, C]
+    return [total[:, :, i:i + 1, :] for i in range(total.shape[2])]
+
+
+def _real_parts(total, axis):
+    """A complex `total`'s real and imaginary parts concatenated along `axis` (real totals as they are)."""
+    if not total.dtype.is_complex:
+        return total
+    return tf.concat([tf.math.real(total), tf.math.imag(total)], axis)
 
 
 def channel_moments(x4, channels_last):

@@ -109,6 +109,34 @@ def test_tree_sum_adds_every_row_once(rows):
     np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_finish_sums_complex_partials_as_real_then_imaginary_parts(channels_last, compiled):
+    """`_finish` of complex64 partials: the real parts' sums, then the imaginary parts', stat-shaped.
+
+    (The S-series backward pass sums dy·f and dy·x²·σ' as one complex term.)
+    """
+    rng = np.random.default_rng(27)
+    # k = 2 terms over R = 7 blocks (odd: the tree sets a row aside), C = 5, N = 3.
+    shape = (3, 7, 2, 5) if channels_last else (3, 2, 5, 7)
+    block_axis = 1 if channels_last else 3
+    parts = rng.normal(size=(2,) + shape).astype(np.float32)
+    partials = tf.complex(tf.constant(parts[0]), tf.constant(parts[1]))
+    cpu_launch.COMPILED = compiled
+    try:
+        finish = tf.function(lambda p: cpu_sums._finish(channels_last, p), jit_compile=compiled)
+        sums = [t.numpy() for t in finish(partials)]
+    finally:
+        cpu_launch.COMPILED = True
+    expected = parts.astype(np.float64).sum(axis=1 + block_axis)  # [2, N, k, C] either way
+    assert len(sums) == 4
+    for i, got in enumerate(sums):
+        assert got.shape == ((3, 1, 1, 5) if channels_last else (3, 5, 1, 1)) and got.dtype == np.float32
+        part, term = divmod(i, 2)
+        want = np.take(expected[part], term, axis=1)
+        np.testing.assert_allclose(got.reshape(3, 5), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("size", [48, 40, 12, 6, 7])
 def test_materialized_keeps_every_bit(size):
     """The int32 identity matmul that keeps XLA from fusing the sums changes no bit, NaN and inf included.
