@@ -74,3 +74,23 @@ def output_and_gradients(layer, x, training, cotangent=None):
         gradients = [x.grad] + [variable.value.grad for variable in layer.trainable_variables]
     assert all(g is not None for g in gradients), "a gradient is missing"
     return to_numpy(y), [to_numpy(g) for g in gradients]
+
+
+def randomize_weights(layer, rng):
+    """Assigns random non-trivial weights (as `layer_cases.randomize_weights`, by Keras 3 variable path);
+    returns them as float64 arrays by weight name."""
+    weights = {}
+    for variable in layer.weights:
+        name = variable.path.split("/")[-1]
+        size = tuple(variable.shape)
+        if name == "gamma":
+            value = rng.uniform(0.5, 1.5, size) * rng.choice([-1.0, 1.0], size)
+        elif name == "moving_variance":
+            value = rng.uniform(0.4, 2.0, size)
+        elif name == "v":
+            value = rng.uniform(-1.5, 1.5, size)
+        else:  # beta, tau, moving_mean
+            value = rng.normal(0.0, 0.5, size)
+        variable.assign(value.astype(np.float32))
+        weights[name] = value.astype(np.float32).astype(np.float64)
+    return weights

@@ -23,7 +23,7 @@ import pytest
 import evonorm_tf
 import hard_inputs
 import reference
-from backend_cases import BACKEND, output_and_gradients, to_numpy
+from backend_cases import BACKEND, output_and_gradients, randomize_weights, to_numpy
 from layer_cases import GROUPED, NAMES, case_rng
 
 GROUPS = 4
@@ -40,19 +40,7 @@ def _layer(name, shape, rng, **kwargs):
         kwargs["groups"] = GROUPS
     layer = evonorm_tf.get_norm_act(name, **kwargs)
     layer.build(shape)
-    weights = {}
-    for variable in layer.weights:
-        weight, size = variable.path.split("/")[-1], tuple(variable.shape)
-        if weight == "gamma":
-            value = rng.uniform(0.5, 1.5, size) * rng.choice([-1.0, 1.0], size)
-        elif weight == "moving_variance":
-            value = rng.uniform(0.4, 2.0, size)
-        elif weight == "v":
-            value = rng.uniform(-1.5, 1.5, size)
-        else:  # beta, tau, moving_mean
-            value = rng.normal(0.0, 0.5, size)
-        variable.assign(value.astype(np.float32))
-        weights[weight] = value.astype(np.float32).astype(np.float64)
+    weights = randomize_weights(layer, rng)
     return layer, weights
 
 

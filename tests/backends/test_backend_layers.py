@@ -16,7 +16,7 @@ import pytest
 import evonorm_tf
 import hard_inputs
 import reference
-from backend_cases import BACKEND, is_native, output_and_gradients, to_numpy
+from backend_cases import BACKEND, is_native, output_and_gradients, randomize_weights, to_numpy
 from layer_cases import NAMES, case_rng, from_format, groups_for, random_input, random_shape, to_format
 
 TOLERANCE = 1e-5
@@ -30,25 +30,6 @@ def _layer(name, rng, channels, **kwargs):
     return evonorm_tf.get_norm_act(name, **kwargs), groups
 
 
-def _randomize(layer, rng):
-    """Random non-trivial weights (as `layer_cases.randomize_weights`, by Keras 3 variable path)."""
-    weights = {}
-    for variable in layer.weights:
-        name = variable.path.split("/")[-1]
-        size = tuple(variable.shape)
-        if name == "gamma":
-            value = rng.uniform(0.5, 1.5, size) * rng.choice([-1.0, 1.0], size)
-        elif name == "moving_variance":
-            value = rng.uniform(0.4, 2.0, size)
-        elif name == "v":
-            value = rng.uniform(-1.5, 1.5, size)
-        else:  # beta, tau, moving_mean
-            value = rng.normal(0.0, 0.5, size)
-        variable.assign(value.astype(np.float32))
-        weights[name] = value.astype(np.float32).astype(np.float64)
-    return weights
-
-
 @pytest.mark.parametrize("rank", (3, 4, 5))
 @pytest.mark.parametrize("data_format", ("channels_last", "channels_first"))
 @pytest.mark.parametrize("name", NAMES)
@@ -60,7 +41,7 @@ def test_matches_reference(name, data_format, rank):
     layer, groups = _layer(name, rng, shape[-1], data_format=data_format, epsilon=epsilon)
     inputs = to_format(x, data_format)
     layer.build(inputs.shape)
-    weights = _randomize(layer, rng)
+    weights = randomize_weights(layer, rng)
     for training in (False, True):  # inference first: the training call moves the statistics
         output = layer(inputs, training=training)
         assert is_native(output), f"{type(output)} is not a {BACKEND} tensor"
@@ -77,7 +58,7 @@ def test_nonlinearity_false_matches_reference(name):
     x = random_input(rng, random_shape(rng, 4))
     layer, groups = _layer(name, rng, x.shape[-1], nonlinearity=False)
     layer.build(x.shape)
-    weights = _randomize(layer, rng)
+    weights = randomize_weights(layer, rng)
     expected = reference.norm_act(name, x.astype(np.float64), weights, training=True,
                                   nonlinearity=False, groups=groups)
     assert np.max(np.abs(to_numpy(layer(x, training=True)) - expected)) <= TOLERANCE
@@ -89,7 +70,7 @@ def test_moving_statistics_update_as_reference(name):
     x = random_input(rng, random_shape(rng, 4))
     layer, _ = _layer(name, rng, x.shape[-1], momentum=0.8)
     layer.build(x.shape)
-    weights = _randomize(layer, rng)
+    weights = randomize_weights(layer, rng)
     layer(x, training=True)
     moving = {v.path.split("/")[-1]: to_numpy(v) for v in layer.non_trainable_weights}
     expected = reference.moving_variance_update(weights["moving_variance"], x.astype(np.float64), 0.8)
@@ -123,7 +104,7 @@ def test_input_gradient_matches_finite_differences():
     x = random_input(rng, [2, 3, 3, 4])
     layer, groups = _layer("evonorm_s0", rng, 4)
     layer.build(x.shape)
-    weights = _randomize(layer, rng)
+    weights = randomize_weights(layer, rng)
     _, gradients = output_and_gradients(layer, x, True)
 
     def loss(values):
@@ -147,7 +128,7 @@ def test_mixed_precision_statistics_in_float32(name):
     try:
         layer, groups = _layer(name, rng, x.shape[-1])
         layer.build(x.shape)
-        weights = _randomize(layer, rng)
+        weights = randomize_weights(layer, rng)
         output = layer(keras.ops.cast(x, "bfloat16"), training=True)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
@@ -166,7 +147,7 @@ def test_shadow_batch_norm_matches_reference(data_format):
     inputs = to_format(x, data_format)
     layer = evonorm_tf.ShadowBatchNormalization(3, momentum=0.7, data_format=data_format)
     layer.build(inputs.shape)
-    weights = _randomize(layer, rng)
+    weights = randomize_weights(layer, rng)
     output = layer(inputs, active_paths=2, training=True)
     assert is_native(output)
     x64 = x.astype(np.float64)
