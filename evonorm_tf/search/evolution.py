@@ -36,6 +36,15 @@ paper's tournament and mutation, written with PyGlove's operators
   (docs/search.md), so the search keeps random search's chance of finding
   its first accepted layer while it already mutates. From the first
   accepted member on, every proposal is a child.
+- A child must be new: if its functional hash (`mutation.functional_hash`)
+  is already in the history, the parent is mutated again, up to
+  `MAX_NEW_CHILD_TRIES` times, and after every `TRIES_PER_DEPTH` failed
+  tries each try applies one more three-step mutation (a parent whose
+  one-step neighbourhood has all been seen is left further away). Without
+  this, a population of small layers breeds mostly functional duplicates,
+  which reuse their original's result and spend no budget, so a budgeted
+  search could propose for ever. Only when every try is a duplicate is the
+  child recorded as one.
 """
 
 import hashlib
@@ -47,6 +56,9 @@ from evonorm_tf.search import encoding, mutation, space
 
 # Fitness offsets: every accepted candidate dominates every near miss on every anchor.
 _ACCEPTED, _QUALITY_NEAR_MISS, _STABILITY_NEAR_MISS = 4.0, 2.0, 0.0
+
+MAX_NEW_CHILD_TRIES = 64
+TRIES_PER_DEPTH = 16
 
 
 def proposal_seed(seed, proposal_id):
@@ -144,7 +156,7 @@ def population(history, size, num_anchors):
     return sorted(members, key=lambda member: member[0]["proposal_id"])
 
 
-def propose(config, proposal_id, history, dna_spec):
+def propose(config, proposal_id, history, dna_spec, hash_of=None):
     """The genome of proposal `proposal_id` and its lineage.
 
     Args:
@@ -153,10 +165,14 @@ def propose(config, proposal_id, history, dna_spec):
       history: records of proposals `1 .. k - config.feedback_delay` in order,
         duplicates carrying their original's result.
       dna_spec: `pg.dna_spec(encoding.hyper_space(config.ops))`.
+      hash_of: `graph -> functional hash` (default `mutation.functional_hash`;
+        the loop passes a cached one). A child whose hash is in `history` is
+        mutated again (module docstring).
 
     Returns:
       `(genome, lineage)`: a `space.Genome` and `{"initial_population": bool,
-      "generation_id": int, "parent_id": proposal id or None}`.
+      "generation_id": int, "parent_id": proposal id or None, "mutation_tries":
+      tries until the child was new (0 for random genomes)}`.
     """
     ops = list(config.ops)
     seed = proposal_seed(config.seed, proposal_id)
@@ -167,7 +183,8 @@ def propose(config, proposal_id, history, dna_spec):
     if config.method != "evolution" or not members or bootstrapping and proposal_id % 2 == 1:
         dna = pg.random_dna(dna_spec, random.Random(seed))
         return (encoding.genome_from_dna(dna, ops),
-                {"initial_population": True, "generation_id": 1, "parent_id": None})
+                {"initial_population": True, "generation_id": 1, "parent_id": None,
+                 "mutation_tries": 0})
     population_dna = []
     for record, value in members:
         dna = encoding.dna_from_genome(space.Genome.from_string(record["genome"]), ops, dna_spec)
@@ -177,8 +194,17 @@ def propose(config, proposal_id, history, dna_spec):
     tournament = pg.evolution.selectors.Random(config.tournament_size, seed=seed)
     winner = TournamentWinner(config.rule, seed=seed + 1)
     parent = winner(tournament(population_dna))[0]
-    child = ThreeStepMutator(ops, seed=seed + 2)([parent])[0]
-    return (encoding.genome_from_dna(child, ops),
+    mutator = ThreeStepMutator(ops, seed=seed + 2)
+    hash_of = hash_of or mutation.functional_hash
+    seen = {record["hash"] for record in history if "hash" in record}
+    for tries in range(1, MAX_NEW_CHILD_TRIES + 1):
+        child = parent
+        for _ in range(1 + (tries - 1) // TRIES_PER_DEPTH):
+            child = mutator([child])[0]
+        genome = encoding.genome_from_dna(child, ops)
+        if hash_of(genome.to_graph()) not in seen:
+            break
+    return (genome,
             {"initial_population": False,
              "generation_id": int(parent.metadata["generation_id"]) + 1,
-             "parent_id": int(parent.metadata["proposal_id"])})
+             "parent_id": int(parent.metadata["proposal_id"]), "mutation_tries": tries})

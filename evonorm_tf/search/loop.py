@@ -11,7 +11,10 @@ search with the same seed.
 
 Functionally equivalent candidates (`mutation.functional_hash`) are trained
 once: a later proposal with the hash of an earlier one is recorded as a
-duplicate of it (`duplicate_of`) and reuses its result.
+duplicate of it (`duplicate_of`) and reuses its result. Evolution mutates a
+child again until it is new (`evolution.propose`), so its duplicates are
+rare: children of proposals still in flight, or of a parent whose
+neighbourhood is exhausted.
 """
 
 import concurrent.futures
@@ -188,12 +191,16 @@ def run_search(directory, config, progress=True, stop_after=None, executor=None)
 
     hashes = {record["graph"]: record["hash"] for record in by_id.values()}
 
-    def make_record(proposal_id):
-        history = history_until(max(0, proposal_id - config.feedback_delay))
-        genome, lineage = evolution.propose(config, proposal_id, history, dna_spec)
-        graph = genome.to_graph()
+    def hash_of(graph):
         if graph.canonical not in hashes:      # equal canonical graphs are common: hash once
             hashes[graph.canonical] = mutation.functional_hash(graph)
+        return hashes[graph.canonical]
+
+    def make_record(proposal_id):
+        history = history_until(max(0, proposal_id - config.feedback_delay))
+        genome, lineage = evolution.propose(config, proposal_id, history, dna_spec, hash_of)
+        graph = genome.to_graph()
+        hash_of(graph)
         record = {"proposal_id": proposal_id, "genome": genome.to_string(),
                   "graph": graph.canonical, "formula": graph.formula(),
                   "hash": hashes[graph.canonical], "method": config.method, **lineage}

@@ -235,3 +235,56 @@ def test_progress_counts_duplicates_apart_from_rejections():
                    {"duplicate": False, "rejected": None, "scores": [0.5, 0.7], "cost": 4}):
         counts.add(record)
     assert counts.postfix() == {"best": "0.600", "rejected": 1, "duplicates": 1, "steps": 4}
+
+
+def test_a_child_already_in_the_history_is_mutated_again_until_new():
+    config = search_config.SearchConfig(**DOCUMENTED_RUN, seed=0)
+    dna_spec = evolution.pg.dna_spec(evolution.encoding.hyper_space(list(config.ops)))
+    # A full-length genome whose layer is one op, tanh x: it has few distinct children.
+    filler = [space.Node("add", (0, 0))] * (space.MAX_NODES - space.NUM_INITIAL - 1)
+    parent = space.Genome(filler + [space.Node("tanh", (0,))])
+    assert parent.to_graph().formula() == "tanh(x)"
+    history = [{"proposal_id": 1, "genome": parent.to_string(), "rejected": None, "scores": [0.6],
+                "hash": evolution.mutation.functional_hash(parent.to_graph())}]
+    first, lineage = evolution.propose(config, 7, history, dna_spec)
+    assert lineage["parent_id"] == 1 and lineage["mutation_tries"] == 1
+    # The same proposal, once that child (a rejected layer, so not a parent) is in the history:
+    seen = evolution.mutation.functional_hash(first.to_graph())
+    history.append({"proposal_id": 2, "genome": first.to_string(), "rejected": "numerical",
+                    "scores": None, "hash": seen})
+    second, lineage = evolution.propose(config, 7, history, dna_spec)
+    assert lineage["mutation_tries"] > 1
+    assert evolution.mutation.functional_hash(second.to_graph()) not in {r["hash"] for r in history}
+    # Every try seen: the last one is returned, further from the parent (more mutations per try).
+    tried = []
+    child, lineage = evolution.propose(config, 7, history, dna_spec,
+                                       hash_of=lambda graph: tried.append(graph) or seen)
+    assert lineage["mutation_tries"] == evolution.MAX_NEW_CHILD_TRIES == len(tried)
+    assert tried[-1] == child.to_graph()
+
+
+def _one_op_layers_accepted(graph_text):
+    """Accepts every layer of at most one op that reads x (a population of small layers)."""
+    graph = space.Graph.from_string(graph_text)
+    if "x" not in graph.formula():
+        return {"scores": None, "rejected": "quality", "cost": 0, "quality_scores": None}
+    if len(graph.nodes) <= 1:
+        return {"scores": [0.5], "rejected": None, "cost": 60, "quality_scores": [0.5]}
+    return {"scores": None, "rejected": "stability", "cost": 9, "quality_scores": None}
+
+
+class _OneOpExecutor(ThreadedFakeExecutor):
+    def _evaluate(self, graph_text, delay):
+        return _one_op_layers_accepted(graph_text)
+
+
+def test_a_population_of_small_layers_spends_its_budget_on_new_children(tmp_path):
+    # Children of one-op parents are mostly functional duplicates of earlier candidates; they
+    # are mutated again until new, so the search spends its budget instead of proposing for ever.
+    config = search_config.SearchConfig(**{**DOCUMENTED_RUN, "budget_steps": 1500}, seed=2)
+    records = _run(tmp_path, config, executor=_OneOpExecutor(1, jitter=0.0))
+    children = [r for r in records if not r["initial_population"]]
+    assert len(children) > 50
+    assert sum(r["duplicate"] for r in children) <= len(children) // 20
+    assert any(r["mutation_tries"] > 1 for r in children)
+    assert sum(r["cost"] for r in records if not r["duplicate"]) >= config.budget_steps
