@@ -35,6 +35,13 @@ def test_stability_rule_rejects_a_layer_without_normalization(data):
     assert passed and worst < 1e3
 
 
+def test_stress_tests_of_many_candidates_log_no_retracing_warning(data, caplog):
+    config = rejection.StabilityConfig(steps=1)
+    for text in ("max(0,1)", "tanh(0)", "sigmoid(0)", "neg(0)", "abs(0)", "max(0,2)", "tanh(0);neg(4)"):
+        rejection.stability_test("graph:" + text, data, config)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+
+
 def test_quality_rule_rejects_a_constant_layer_that_reaches_training():
     # exp(v0) is 1 at initialisation and sample-independent: rejected before training.
     result = evaluation.evaluate_candidate("exp(2)", search_config.SearchConfig(**TINY).evaluation())
