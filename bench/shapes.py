@@ -9,6 +9,8 @@ forward and backward with a gradient tape, in two modes:
 * graph: one `tf.function` with `None` batch and spatial dimensions
   (reported with its trace count, which should be 1).
 
+Times are given for round 1, the last round and all rounds together.
+
 Each layer runs in its own process, so its resident-memory growth (VmRSS
 after the rounds minus before the first new size) is its own. Ratios are to
 tf_keras's fused BatchNormalization + ReLU (`bn_fused`) in the same run.
@@ -119,14 +121,15 @@ def main():
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
     base = results[0]
-    print("\n| layer | path | eager s (round 1, last) | / bn_fused | graph s (round 1, last) | / bn_fused "
+    print("\n| layer | path | eager s (round 1, last, all) | / bn_fused | graph s (round 1, last, all) | / bn_fused "
           "| graph traces | RSS growth MB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         cells = []
         for mode in ("eager", "graph"):
-            cells.append(f"{r[mode][0]:.3f}, {r[mode][-1]:.3f}")
-            cells.append(f"{r[mode][0] / base[mode][0]:.2f}, {r[mode][-1] / base[mode][-1]:.2f}")
+            times, bn = (r[mode][0], r[mode][-1], sum(r[mode])), (base[mode][0], base[mode][-1], sum(base[mode]))
+            cells.append(", ".join(f"{t:.3f}" for t in times))
+            cells.append(", ".join(f"{t / b:.2f}" for t, b in zip(times, bn)))
         print(f"| {r['layer']} | {r['path'] or '-'} | " + " | ".join(cells) +
               f" | {r['graph_traces']} | {r['rss_growth_mb']:.0f} |")
     load = os.getloadavg()
