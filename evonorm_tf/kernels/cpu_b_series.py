@@ -31,6 +31,7 @@ import tensorflow as tf
 from evonorm_tf import arguments, statistics
 from evonorm_tf.kernels import register
 from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _widened
+from evonorm_tf.kernels.cpu_launch import compiling
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
 from evonorm_tf.kernels.cpu_sums import (
     B_BLOCK,
@@ -104,18 +105,24 @@ def _b_output(kind, channels_last, x4, gamma, beta, v, instance, batch_std):
     return x4 / den * _vector(gamma, channels_last) + _vector(beta, channels_last)
 
 
-def _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std):
+def _branches(kind, channels_last, x4, v, instance, batch_std):
+    """`(den, R)`, x-sized: the denominator max(σ_b, r) and where r won."""
+    right = _right_branch(kind, x4, _vector(v, channels_last), instance)
+    return tf.maximum(batch_std, right), right > batch_std
+
+
+def _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std, branches=None):
     """`_block_sums` of dy and the terms the B-series gradient needs.
 
     B0: P, R·P·x/den, R·P/den; B1: P, R·P; B2: P, R·P, R·P/den (P = dy·x/den).
+    `branches`: `_branches(...)` if already computed.
     """
-    right = _right_branch(kind, x4, _vector(v, channels_last), instance)
-    den = tf.maximum(batch_std, right)
+    den, on_right = branches or _branches(kind, channels_last, x4, v, instance, batch_std)
     p = dy4 * x4 / den
-    p_right_den = tf.where(right > batch_std, p / den, 0.0)
+    p_right_den = tf.where(on_right, p / den, 0.0)
     if kind == "b0":
         return _block_sums(channels_last, dy4, p, p_right_den * x4, p_right_den)
-    p_right = tf.where(right > batch_std, p, 0.0)
+    p_right = tf.where(on_right, p, 0.0)
     return _block_sums(channels_last, dy4, p, p_right, *([] if kind == "b1" else [p_right_den]))
 
 
@@ -161,10 +168,18 @@ def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma,
             tf.reshape(dvariance, [-1]))
 
 
-def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, origin, offset):
-    right = _right_branch(kind, x4, _vector(v, channels_last), instance)
-    den = tf.maximum(batch_std, right)
-    direct = _vector(gamma, channels_last) * dy4 / den * tf.where(right > batch_std, instance / den, 1.0)
+def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, origin, offset,
+                   branches=None):
+    den, on_right = branches or _branches(kind, channels_last, x4, v, instance, batch_std)
+    direct = _vector(gamma, channels_last) * dy4 / den * tf.where(on_right, instance / den, 1.0)
+    if not compiling():
+        # Plain TensorFlow ops (no reassociation, each op a pass over x): one centred term where
+        # both units are 1, as for all ordinary inputs.
+        centred = x4 - origin
+        ordinary = tf.reduce_all(tf.equal(units[0], 1.0)) & tf.reduce_all(tf.equal(units[1], 1.0))
+        term = tf.cond(ordinary, lambda: (slopes[0] + slopes[1]) * centred,
+                       lambda: slopes[0] * (centred * units[0]) + slopes[1] * (centred * units[1]))
+        return direct + term - offset
     # (x·unit − origin·unit), not (x − origin)·unit: XLA would reassociate slope·(t·unit) into
     # (slope·unit)·t, which is below float32 at scale 1e30. For ordinary inputs unit is 1.
     return (direct + slopes[0] * (x4 * units[0] - origin * units[0])
@@ -175,12 +190,16 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
 def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, *offsets):
     """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx."""
     (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
-    sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
+    # XLA recomputes the branches in each fused loop (cheaper than writing them out); plain
+    # TensorFlow ops (the shape-generic graph) would make each one a pass over x twice.
+    branches = None if compiling() else _branches(kind, channels_last, x4, v, instance, batch_std)
+    sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std,
+                                                       branches))
     count, batch = _spatial_count(x4, channels_last), tf.cast(tf.shape(x4)[0], tf.float32)
     slopes, units, offset, *small = _b_gradient_coefficients(
         kind, channels_last, training, count, batch, gamma, v, instance, batch_std, *offsets, sums)
     dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, offsets[0],
-                         offset)
+                         offset, branches)
     return [tf.cast(dx4, dtype)] + small
 
 

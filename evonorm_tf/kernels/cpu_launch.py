@@ -14,8 +14,9 @@ import collections
 import functools
 
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
 
-__all__ = ["COMPILED", "COMPILE_AFTER", "MAX_COMPILED", "SIZES_PER_CONFIGURATION", "kernel"]
+__all__ = ["COMPILED", "COMPILE_AFTER", "MAX_COMPILED", "SIZES_PER_CONFIGURATION", "compiling", "kernel"]
 
 #: Run each kernel as one `jit_compile=True` function (False: plain TF ops).
 COMPILED = True
@@ -85,6 +86,16 @@ def kernel(layout_index):
         return call
 
     return decorator
+
+
+def compiling():
+    """Whether the code being traced will be compiled by XLA (a compiled kernel, or inside a compiled caller).
+
+    Kernel code takes forms that pay only in XLA's fused loops where plain
+    TensorFlow ops (the shape-generic graph, `COMPILED = False`) would pay
+    for them in extra x-sized tensors.
+    """
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _configuration(args, layout_index):

@@ -15,6 +15,7 @@ import tensorflow as tf
 from evonorm_tf import arguments, statistics
 from evonorm_tf.kernels import register
 from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _widened
+from evonorm_tf.kernels.cpu_launch import compiling
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
 from evonorm_tf.kernels.cpu_sums import (
     _blocked,
@@ -75,18 +76,23 @@ def group_statistics(channels_last, groups, centered, epsilon, x4):
     return _from_groups(statistics.inverse_root(statistic, small, epsilon), origin), origin, offset
 
 
-def _s_backward_partials(channels_last, with_v, x4, dy4, v):
+def _s_backward_partials(channels_last, with_v, x4, dy4, v, sigmoid=None):
     """`_block_sums` of dy and the terms the S-series gradient needs: dy·f, dy·x²·σ'.
 
     With v, dy·f and dy·x²·σ' are summed as the real and imaginary parts of
     one complex64 term: XLA computes an output element of a reduction at a
     time, so two real terms would each evaluate the sigmoid (10–25% slower).
-    `_finish` then returns Σdy, Σdy·f, 0 and Σdy·x²·σ'.
+    `_finish` then returns Σdy, Σdy·f, 0 and Σdy·x²·σ'. As plain TensorFlow
+    ops (not `cpu_launch.compiling()`) σ is computed once anyway and the
+    complex terms would be two more x-sized tensors: the terms stay real.
+    `sigmoid`: `(v·x, σ(v·x))` if already computed.
     """
-    s = tf.sigmoid(_vector(v, channels_last) * x4)
+    s = tf.sigmoid(_vector(v, channels_last) * x4) if sigmoid is None else sigmoid[1]
     dy_f = dy4 * x4 * s
     if not with_v:
         return _block_sums(channels_last, dy4, dy_f)
+    if not compiling():
+        return _block_sums(channels_last, dy4, dy_f, dy_f * (x4 * (1.0 - s)))
     # x·(1 − σ) before the product: x² alone overflows float32 where σ' is 0.
     return _block_sums(channels_last, tf.complex(dy4, tf.zeros_like(dy4)), tf.complex(dy_f, dy_f * (x4 * (1.0 - s))))
 
@@ -113,10 +119,16 @@ def _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, invers
     return scale, coefficient, unit, _channel_sum(sum_f * inverse), _channel_sum(sum_dy), dv
 
 
-def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, unit, origin, offset):
-    z = _vector(v, channels_last) * x4
-    s = tf.sigmoid(z)
-    return dy4 * scale * s * (1.0 + z * (1.0 - s)) + coefficient * ((x4 * unit - origin * unit) - offset * unit)
+def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, unit, origin, offset, sigmoid=None):
+    z, s = (_vector(v, channels_last) * x4, None) if sigmoid is None else sigmoid
+    s = tf.sigmoid(z) if s is None else s
+    direct = dy4 * scale * s * (1.0 + z * (1.0 - s))
+    if not compiling():
+        # Plain TensorFlow ops (no reassociation, each op a pass over x): one product where unit is 1.
+        centred = (x4 - origin) - offset
+        return direct + tf.cond(tf.reduce_all(tf.equal(unit, 1.0)), lambda: coefficient * centred,
+                                lambda: coefficient * ((x4 * unit - origin * unit) - offset * unit))
+    return direct + coefficient * ((x4 * unit - origin * unit) - offset * unit)
 
 
 @_kernel(layout_index=0)
@@ -129,12 +141,17 @@ def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v_for_dx, inve
     than evaluating it twice).
     """
     (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
-    sums = _finish(channels_last, _s_backward_partials(channels_last, with_v, x4, dy4, v))
-    sums = sums[:2] + sums[3:]  # with v: Σdy, Σdy·f, Σdy·x²·σ' (the 0 dropped)
+    sigmoid = None
+    if not compiling():   # plain TensorFlow ops: σ(v·x) once, as one x-sized tensor, for both passes
+        z = _vector(v, channels_last) * x4
+        sigmoid = (z, tf.sigmoid(z))
+    sums = _finish(channels_last, _s_backward_partials(channels_last, with_v, x4, dy4, v, sigmoid))
+    if len(sums) == 4:
+        sums = sums[:2] + sums[3:]  # complex terms: Σdy, Σdy·f, Σdy·x²·σ' (the 0 dropped)
     count = _spatial_count(x4, channels_last)
     scale, coefficient, unit, *small = _s_gradient_coefficients(channels_last, groups, with_v, count, gamma,
                                                                  inverse, sums)
-    dx4 = _s_backward_dx(channels_last, x4, dy4, v_for_dx, scale, coefficient, unit, origin, offset)
+    dx4 = _s_backward_dx(channels_last, x4, dy4, v_for_dx, scale, coefficient, unit, origin, offset, sigmoid)
     return [tf.cast(dx4, dtype)] + small
 
 

@@ -51,13 +51,20 @@ def _gradients(name, x, dy):
     return [y.numpy()] + [None if g is None else g.numpy() for g in grads]
 
 
+def _compiled_gradients(name, x, dy):
+    """`_gradients` from the compiled kernels: eagerly, a shape's first calls run plain ops (`cpu_launch`)."""
+    for _ in range(cpu_launch.COMPILE_AFTER):
+        result = _gradients(name, x, dy)
+    return result
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_uncompiled_kernels_match_compiled(name):
     """`cpu_launch.COMPILED = False` runs the same kernels as plain TF ops: same values and gradients."""
     rng = np.random.default_rng(23)
     x = rng.normal(0.3, 1.5, size=(2, 6, 8, 8))
     dy = np.random.default_rng(24).normal(size=x.shape)
-    compiled = _gradients(name, x, dy)
+    compiled = _compiled_gradients(name, x, dy)
     cpu_launch.COMPILED = False
     try:
         plain = _gradients(name, x, dy)
@@ -107,6 +114,38 @@ def test_tree_sum_adds_every_row_once(rows):
     got = tf.function(cpu_sums._tree_sum, jit_compile=True)(tf.constant(x)).numpy()
     assert got.shape == (2, 1, 3, 4)
     np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-6)
+
+
+def _plain_gradients(name, x, dy):
+    cpu_launch.COMPILED = False
+    try:
+        return _gradients(name, x, dy)
+    finally:
+        cpu_launch.COMPILED = True
+
+
+@pytest.mark.parametrize("name", ["b0", "b2", "s0", "s1", "s2"])
+def test_uncompiled_kernels_at_scale_1e20(name):
+    """Plain ops where the gradient's units are not 1 (roots above 2⁴⁰) and the squares overflow.
+
+    The plain-op backward passes take a shorter form where every unit is 1; this checks the
+    other form. B0 and B2 are scale-invariant (y(s·x) = y(x), dx(s·x) = dx(x)/s); the
+    S-series are checked against their compiled kernels, exact at this scale.
+    """
+    rng = np.random.default_rng(29)
+    x = rng.normal(0.3, 1.5, size=(2, 6, 8, 8))
+    dy = np.random.default_rng(30).normal(size=x.shape)
+    scale = 1e20
+    big = _plain_gradients(name, x * scale, dy)
+    if name in ("b0", "b2"):
+        unit = _plain_gradients(name, x, dy)
+        np.testing.assert_allclose(big[0], unit[0], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(big[1] * scale, unit[1], rtol=1e-3, atol=1e-3 * np.abs(unit[1]).max())
+    else:
+        compiled = _compiled_gradients(name, x * scale, dy)
+        for a, b in zip(compiled[:2], big[:2]):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * max(1e-30, np.abs(a).max()))
+    assert all(np.all(np.isfinite(g)) for g in big if g is not None)
 
 
 @pytest.mark.parametrize("compiled", [True, False])
