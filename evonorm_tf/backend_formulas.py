@@ -37,9 +37,11 @@ from evonorm_tf.statistics import DOWNSCALE, FLOAT32_MAX
 FORMULAS = tuple(formulas.__all__)
 
 __all__ = FORMULAS + (
+    "as_float32",
     "batch_moments",
     "batch_norm_moments",
     "batch_root",
+    "channel_vector",
     "group_moments",
     "group_root",
     "group_second_moment",
@@ -51,13 +53,15 @@ __all__ = FORMULAS + (
     "root",
     "saturated",
     "shadow_batch_norm",
+    "spatial_axes",
 )
 
 
 # -- statistics ------------------------------------------------------------------------
 
 
-def _float32(x):
+def as_float32(x):
+    """x as float32 (statistics are float32 whatever the compute dtype)."""
     return ops.cast(x, "float32")
 
 
@@ -65,7 +69,8 @@ def _rank(x):
     return len(ops.shape(x))
 
 
-def _spatial_axes(rank, data_format):
+def spatial_axes(rank, data_format):
+    """The spatial axes of a rank-`rank` activation in `data_format`."""
     if data_format == "channels_last":
         return tuple(range(1, rank - 1))
     return tuple(range(2, rank))
@@ -76,9 +81,9 @@ def _moments(x, axes):
     return mean, ops.mean(ops.square(x - mean), axis=axes, keepdims=True)
 
 
-def _channel(vector, rank, data_format):
+def channel_vector(vector, rank, data_format):
     """A `[C]` vector reshaped to broadcast against a rank-`rank` activation."""
-    vector = _float32(vector)
+    vector = as_float32(vector)
     if data_format == "channels_last" or _rank(vector) != 1:
         return vector
     return ops.reshape(vector, (-1,) + (1,) * (rank - 2))
@@ -87,22 +92,22 @@ def _channel(vector, rank, data_format):
 def batch_moments(x, data_format="channels_last"):
     """Per-channel mean and variance over (N, *spatial), keepdims, float32."""
     arguments.check_data_format(data_format)
-    x = _float32(x)
-    return _moments(x, (0,) + _spatial_axes(_rank(x), data_format))
+    x = as_float32(x)
+    return _moments(x, (0,) + spatial_axes(_rank(x), data_format))
 
 
 def instance_variance(x, data_format="channels_last"):
     """`s2_hw`: per-sample, per-channel variance over the spatial axes."""
     arguments.check_data_format(data_format)
-    x = _float32(x)
-    return _moments(x, _spatial_axes(_rank(x), data_format))[1]
+    x = as_float32(x)
+    return _moments(x, spatial_axes(_rank(x), data_format))[1]
 
 
 def instance_second_moment(x, data_format="channels_last"):
     """`mu2_hw`: per-sample, per-channel mean of x² over the spatial axes."""
     arguments.check_data_format(data_format)
-    x = _float32(x)
-    return ops.mean(ops.square(x), axis=_spatial_axes(_rank(x), data_format), keepdims=True)
+    x = as_float32(x)
+    return ops.mean(ops.square(x), axis=spatial_axes(_rank(x), data_format), keepdims=True)
 
 
 def _grouped(x, groups, data_format):
@@ -135,13 +140,13 @@ def _grouped(x, groups, data_format):
 
 def group_moments(x, groups, data_format="channels_last"):
     """Per-sample mean and variance over (*spatial, C/G) for G groups, per channel."""
-    grouped, axes, to_channels = _grouped(_float32(x), groups, data_format)
+    grouped, axes, to_channels = _grouped(as_float32(x), groups, data_format)
     return tuple(to_channels(statistic) for statistic in _moments(grouped, axes))
 
 
 def group_second_moment(x, groups, data_format="channels_last"):
     """`mu2_hwg`: per-sample mean of x² over (*spatial, C/G), per channel."""
-    grouped, axes, to_channels = _grouped(_float32(x), groups, data_format)
+    grouped, axes, to_channels = _grouped(as_float32(x), groups, data_format)
     return to_channels(ops.mean(ops.square(grouped), axis=axes, keepdims=True))
 
 
@@ -154,7 +159,7 @@ def mean_squares(d, axes):
     The first is inf where float32 overflows; the second, `DOWNSCALE²` times
     the first, is finite for every finite d and used only there (`root`).
     """
-    d = _float32(d)
+    d = as_float32(d)
     plain = ops.mean(ops.square(d), axis=axes, keepdims=True)
     small = ops.mean(ops.square(d * DOWNSCALE), axis=axes, keepdims=True)
     return plain, small
@@ -202,8 +207,8 @@ def _centered_mean_squares(x, axes, centered):
 def batch_root(x, epsilon, data_format="channels_last"):
     """`(sqrt(s2_bhw + ε), s2_bhw saturated)` per channel, keepdims, at any scale of x."""
     arguments.check_data_format(data_format)
-    x = _float32(x)
-    statistic, small = _centered_mean_squares(x, (0,) + _spatial_axes(_rank(x), data_format), True)
+    x = as_float32(x)
+    statistic, small = _centered_mean_squares(x, (0,) + spatial_axes(_rank(x), data_format), True)
     return root(statistic, small, epsilon), saturated(statistic, small)
 
 
@@ -213,7 +218,7 @@ def batch_norm_moments(x, axes):
     Two passes; a variance beyond float32 is the largest float32 (`saturated`),
     so it neither becomes NaN nor inf.
     """
-    x = _float32(x)
+    x = as_float32(x)
     axes = tuple(axes)
     mean = ops.mean(x, axis=axes, keepdims=True)
     variance = saturated(*mean_squares(x - mean, axes))
@@ -226,8 +231,8 @@ def instance_root(x, epsilon, data_format="channels_last", centered=True, invers
     `inverse=True` gives `1 / sqrt(...)` (`inverse_root`).
     """
     arguments.check_data_format(data_format)
-    x = _float32(x)
-    statistic = _centered_mean_squares(x, _spatial_axes(_rank(x), data_format), centered)
+    x = as_float32(x)
+    statistic = _centered_mean_squares(x, spatial_axes(_rank(x), data_format), centered)
     return (inverse_root if inverse else root)(*statistic, epsilon)
 
 
@@ -236,7 +241,7 @@ def group_root(x, groups, epsilon, data_format="channels_last", centered=True, i
 
     Repeated over the channels of each group; `inverse=True` gives `1 / sqrt(...)`.
     """
-    grouped, axes, to_channels = _grouped(_float32(x), groups, data_format)
+    grouped, axes, to_channels = _grouped(as_float32(x), groups, data_format)
     statistic = _centered_mean_squares(grouped, axes, centered)
     return to_channels((inverse_root if inverse else root)(*statistic, epsilon))
 
@@ -246,22 +251,22 @@ def group_root(x, groups, epsilon, data_format="channels_last", centered=True, i
 
 def affine(x, gamma, beta, data_format="channels_last"):
     """`x·γ + β` with per-channel γ, β: the EvoNorm with `nonlinearity=False`."""
-    x = _float32(x)
+    x = as_float32(x)
     rank = _rank(x)
-    return x * _channel(gamma, rank, data_format) + _channel(beta, rank, data_format)
+    return x * channel_vector(gamma, rank, data_format) + channel_vector(beta, rank, data_format)
 
 
 def _b_series(x, right_branch, gamma, beta, batch_std, data_format):
     rank = _rank(x)
     denominator = ops.maximum(batch_std, right_branch)
-    return x / denominator * _channel(gamma, rank, data_format) + _channel(beta, rank, data_format)
+    return x / denominator * channel_vector(gamma, rank, data_format) + channel_vector(beta, rank, data_format)
 
 
 def _evonorm_b(kind, x, gamma, beta, v, batch_std, epsilon, data_format):
     """A B-series output given `sqrt(s2_bhw + ε)`; instance statistics as roots, at any scale."""
     instance = instance_root(x, epsilon, data_format, centered=kind == "b0")
     if kind == "b0":
-        right = _channel(v, _rank(x), data_format) * x + instance
+        right = channel_vector(v, _rank(x), data_format) * x + instance
     elif kind == "b1":
         right = (x + 1.0) * instance
     else:
@@ -270,26 +275,26 @@ def _evonorm_b(kind, x, gamma, beta, v, batch_std, epsilon, data_format):
 
 
 def _batch_std(batch_variance, epsilon, x, data_format):
-    return ops.sqrt(_channel(batch_variance, _rank(x), data_format) + epsilon)
+    return ops.sqrt(channel_vector(batch_variance, _rank(x), data_format) + epsilon)
 
 
 def evonorm_b0(x, gamma, beta, v, batch_variance, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-B0: `x / max(sqrt(s2_bhw + ε), v·x + sqrt(s2_hw + ε)) · γ + β`."""
-    x = _float32(x)
+    x = as_float32(x)
     batch_std = _batch_std(batch_variance, epsilon, x, data_format)
     return _evonorm_b("b0", x, gamma, beta, v, batch_std, epsilon, data_format)
 
 
 def evonorm_b1(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-B1: `x / max(sqrt(s2_bhw + ε), (x + 1)·sqrt(mu2_hw + ε)) · γ + β`."""
-    x = _float32(x)
+    x = as_float32(x)
     batch_std = _batch_std(batch_variance, epsilon, x, data_format)
     return _evonorm_b("b1", x, gamma, beta, None, batch_std, epsilon, data_format)
 
 
 def evonorm_b2(x, gamma, beta, batch_variance, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-B2: `x / max(sqrt(s2_bhw + ε), sqrt(mu2_hw + ε) − x) · γ + β`."""
-    x = _float32(x)
+    x = as_float32(x)
     batch_std = _batch_std(batch_variance, epsilon, x, data_format)
     return _evonorm_b("b2", x, gamma, beta, None, batch_std, epsilon, data_format)
 
@@ -305,7 +310,7 @@ def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="chann
     """
     if kind not in _B_KINDS:
         raise ValueError(f"kind must be one of {sorted(_B_KINDS)}, received {kind!r}")
-    x = _float32(x)
+    x = as_float32(x)
     batch_std, variance = batch_root(x, epsilon, data_format)
     y = _evonorm_b(kind, x, gamma, beta, v, batch_std, epsilon, data_format)
     return y, ops.stop_gradient(ops.reshape(variance, (-1,)))
@@ -313,35 +318,35 @@ def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="chann
 
 def _s_series(x, numerator, inverse, gamma, beta, data_format):
     rank = _rank(x)
-    scale = inverse * _channel(gamma, rank, data_format)
-    return numerator * scale + _channel(beta, rank, data_format)
+    scale = inverse * channel_vector(gamma, rank, data_format)
+    return numerator * scale + channel_vector(beta, rank, data_format)
 
 
 def evonorm_s0(x, gamma, beta, v, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S0: `x·σ(v·x) / sqrt(s2_hwg + ε) · γ + β` with `groups` channel groups."""
-    x = _float32(x)
-    numerator = x * ops.sigmoid(_channel(v, _rank(x), data_format) * x)
+    x = as_float32(x)
+    numerator = x * ops.sigmoid(channel_vector(v, _rank(x), data_format) * x)
     inverse = group_root(x, groups, epsilon, data_format, inverse=True)
     return _s_series(x, numerator, inverse, gamma, beta, data_format)
 
 
 def evonorm_s1(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S1: `x·σ(x) / sqrt(s2_hwg + ε) · γ + β`."""
-    x = _float32(x)
+    x = as_float32(x)
     inverse = group_root(x, groups, epsilon, data_format, inverse=True)
     return _s_series(x, x * ops.sigmoid(x), inverse, gamma, beta, data_format)
 
 
 def evonorm_s2(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """EvoNorm-S2: `x·σ(x) / sqrt(mu2_hwg + ε) · γ + β`."""
-    x = _float32(x)
+    x = as_float32(x)
     inverse = group_root(x, groups, epsilon, data_format, centered=False, inverse=True)
     return _s_series(x, x * ops.sigmoid(x), inverse, gamma, beta, data_format)
 
 
 def group_norm(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"):
     """GroupNorm (Wu & He 2018): `(x − mean_hwg) / sqrt(s2_hwg + ε) · γ + β`."""
-    x = _float32(x)
+    x = as_float32(x)
     grouped, axes, to_channels = _grouped(x, groups, data_format)
     mean = to_channels(ops.mean(grouped, axis=axes, keepdims=True))
     inverse = group_root(x, groups, epsilon, data_format, inverse=True)
@@ -350,21 +355,21 @@ def group_norm(x, gamma, beta, groups, epsilon=1e-5, data_format="channels_last"
 
 def filter_response_norm(x, gamma, beta, epsilon=1e-5, data_format="channels_last"):
     """Filter Response Normalization (Singh & Krishnan 2020): `γ·x / sqrt(mu2_hw + ε) + β`."""
-    x = _float32(x)
+    x = as_float32(x)
     inverse = instance_root(x, epsilon, data_format, centered=False, inverse=True)
     return _s_series(x, x, inverse, gamma, beta, data_format)
 
 
 def thresholded_linear_unit(y, tau, data_format="channels_last"):
     """TLU: `max(y, τ)` with a learned per-channel threshold τ."""
-    y = _float32(y)
-    return ops.maximum(y, _channel(tau, _rank(y), data_format))
+    y = as_float32(y)
+    return ops.maximum(y, channel_vector(tau, _rank(y), data_format))
 
 
 def shadow_batch_norm(x, mean, variance, gamma, beta, epsilon=1e-5, data_format="channels_last"):
     """Shadow BN's `(x − mean) / sqrt(variance + ε) · γ + β` with `[C]` statistics and weights."""
-    x = _float32(x)
+    x = as_float32(x)
     rank = _rank(x)
-    scale = _float32(gamma) * ops.rsqrt(_float32(variance) + epsilon)
-    offset = _float32(beta) - _float32(mean) * scale
-    return x * _channel(scale, rank, data_format) + _channel(offset, rank, data_format)
+    scale = as_float32(gamma) * ops.rsqrt(as_float32(variance) + epsilon)
+    offset = as_float32(beta) - as_float32(mean) * scale
+    return x * channel_vector(scale, rank, data_format) + channel_vector(offset, rank, data_format)

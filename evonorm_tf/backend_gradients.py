@@ -89,7 +89,7 @@ def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="chann
     arguments.check_data_format(data_format)
     rank = len(ops.shape(x))
     dtype_of_x = x.dtype
-    spatial = backend_formulas._spatial_axes(rank, data_format)
+    spatial = backend_formulas.spatial_axes(rank, data_format)
     batch_axes = (0,) + spatial
     shape = ops.shape(x)
     batch_count = float(shape[0])
@@ -99,14 +99,14 @@ def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="chann
         instance_count *= shape[axis]
 
     def branches(x, v, batch_std, instance_mean, instance_std):
-        right = backend_formulas._channel(v, rank, data_format) * x + instance_std
+        right = backend_formulas.channel_vector(v, rank, data_format) * x + instance_std
         batch_branch = batch_std >= right
         return batch_branch, ops.where(batch_branch, batch_std, right)
 
     @ops.custom_gradient
     def forward(x, gamma, beta, v):
-        x = backend_formulas._float32(x)
-        g, b = (backend_formulas._channel(w, rank, data_format) for w in (gamma, beta))
+        x = backend_formulas.as_float32(x)
+        g, b = (backend_formulas.channel_vector(w, rank, data_format) for w in (gamma, beta))
         batch_mean = ops.mean(x, axis=batch_axes, keepdims=True)
         plain, small = backend_formulas.mean_squares(x - batch_mean, batch_axes)
         batch_std = backend_formulas.root(plain, small, epsilon)
@@ -118,8 +118,8 @@ def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="chann
         def grad(*upstream, **kwargs):
             # Only x and the statistics are kept from the forward pass; the rest is recomputed.
             dy = kwargs["upstream"] if "upstream" in kwargs else upstream[0]
-            dy = backend_formulas._float32(dy[0] if isinstance(dy, (tuple, list)) else dy)
-            vc = backend_formulas._channel(v, rank, data_format)
+            dy = backend_formulas.as_float32(dy[0] if isinstance(dy, (tuple, list)) else dy)
+            vc = backend_formulas.channel_vector(v, rank, data_format)
             batch_branch, denominator = branches(x, v, batch_std, instance_mean, instance_std)
             u = x / denominator
             a_over_d = dy * g / denominator
@@ -138,4 +138,5 @@ def evonorm_b_training(kind, x, gamma, beta, v, epsilon=1e-5, data_format="chann
 
         return (y, ops.stop_gradient(ops.reshape(variance, (-1,)))), grad
 
-    return forward(x, backend_formulas._float32(gamma), backend_formulas._float32(beta), backend_formulas._float32(v))
+    as_float32 = backend_formulas.as_float32
+    return forward(x, as_float32(gamma), as_float32(beta), as_float32(v))
