@@ -24,6 +24,7 @@ averaged over `splits` disjoint splits.
 """
 
 import os
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -66,6 +67,18 @@ def gaussian_statistics(features):
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def _sqrtm(matrix):
+    """SciPy's `sqrtm`, without its warning for singular input.
+
+    The reference implementations call it with `disp=False` (deprecated in
+    SciPy 1.16), which returns instead of warning; `frechet_distance` checks
+    the result itself (finite, imaginary part within tolerance).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        return scipy.linalg.sqrtm(matrix)
+
+
 def frechet_distance(mean1, covariance1, mean2, covariance2, imaginary_tolerance=1e-3):
     """Fréchet distance between two Gaussians, `‖μ₁−μ₂‖² + tr(Σ₁+Σ₂−2(Σ₁Σ₂)^½)`.
 
@@ -82,11 +95,11 @@ def frechet_distance(mean1, covariance1, mean2, covariance2, imaginary_tolerance
     if mean1.shape != mean2.shape or covariance1.shape != covariance2.shape:
         raise ValueError(f"statistics disagree in shape: means {mean1.shape}, {mean2.shape}; "
                          f"covariances {covariance1.shape}, {covariance2.shape}")
-    product_root = scipy.linalg.sqrtm(covariance1 @ covariance2)
+    product_root = _sqrtm(covariance1 @ covariance2)
     if not np.isfinite(product_root).all():
         # Singular product: regularise both covariances slightly (as the TTUR code does).
         offset = np.eye(covariance1.shape[0]) * 1e-6
-        product_root = scipy.linalg.sqrtm((covariance1 + offset) @ (covariance2 + offset))
+        product_root = _sqrtm((covariance1 + offset) @ (covariance2 + offset))
     if np.iscomplexobj(product_root):
         imaginary = np.abs(np.diagonal(product_root).imag).max()
         if imaginary > imaginary_tolerance:

@@ -1,5 +1,7 @@
 """FID / IS math against independent NumPy/SciPy float64 computations, and the feature networks."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -34,6 +36,18 @@ def test_frechet_distance_closed_form_for_diagonal_gaussians():
     got = evaluation.frechet_distance(m1, np.diag(s1), m2, np.diag(s2))
     np.testing.assert_allclose(got, expected, rtol=1e-10)
     assert evaluation.frechet_distance(m1, np.diag(s1), m1, np.diag(s1)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_distance_of_rank_deficient_covariances_is_finite_and_silent():
+    """Features that never fire (ReLU units dead for a class: singular Σ): a finite FID, no SciPy warning."""
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(50, 12)), rng.normal(0.5, 1.0, size=(60, 12))
+    a[:, :4] = 0.0
+    b[:, 2:5] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fid = evaluation.frechet_distance(*evaluation.gaussian_statistics(a), *evaluation.gaussian_statistics(b))
+    assert np.isfinite(fid) and fid > 0
 
 
 def test_frechet_distance_rejects_mismatched_shapes():
