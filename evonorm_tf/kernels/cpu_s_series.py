@@ -76,6 +76,12 @@ def group_statistics(channels_last, groups, centered, epsilon, x4):
     return _from_groups(statistics.inverse_root(statistic, small, epsilon), origin), origin, offset
 
 
+def _sigmoid(channels_last, x4, v):
+    """`(v·x, σ(v·x))`, x-sized."""
+    z = _vector(v, channels_last) * x4
+    return z, tf.sigmoid(z)
+
+
 def _s_backward_partials(channels_last, with_v, x4, dy4, v, sigmoid=None):
     """`_block_sums` of dy and the terms the S-series gradient needs: dy·f, dy·x²·σ'.
 
@@ -85,9 +91,9 @@ def _s_backward_partials(channels_last, with_v, x4, dy4, v, sigmoid=None):
     `_finish` then returns Σdy, Σdy·f, 0 and Σdy·x²·σ'. As plain TensorFlow
     ops (not `cpu_launch.compiling()`) σ is computed once anyway and the
     complex terms would be two more x-sized tensors: the terms stay real.
-    `sigmoid`: `(v·x, σ(v·x))` if already computed.
+    `sigmoid`: `_sigmoid(...)` if already computed.
     """
-    s = tf.sigmoid(_vector(v, channels_last) * x4) if sigmoid is None else sigmoid[1]
+    _, s = sigmoid or _sigmoid(channels_last, x4, v)
     dy_f = dy4 * x4 * s
     if not with_v:
         return _block_sums(channels_last, dy4, dy_f)
@@ -120,8 +126,7 @@ def _s_gradient_coefficients(channels_last, groups, with_v, count, gamma, invers
 
 
 def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, unit, origin, offset, sigmoid=None):
-    z, s = (_vector(v, channels_last) * x4, None) if sigmoid is None else sigmoid
-    s = tf.sigmoid(z) if s is None else s
+    z, s = sigmoid or _sigmoid(channels_last, x4, v)
     direct = dy4 * scale * s * (1.0 + z * (1.0 - s))
     if not compiling():
         # Plain TensorFlow ops (no reassociation, each op a pass over x): one product where unit is 1.
@@ -141,10 +146,8 @@ def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v_for_dx, inve
     than evaluating it twice).
     """
     (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
-    sigmoid = None
-    if not compiling():   # plain TensorFlow ops: σ(v·x) once, as one x-sized tensor, for both passes
-        z = _vector(v, channels_last) * x4
-        sigmoid = (z, tf.sigmoid(z))
+    # Plain TensorFlow ops: σ(v·x) once, as one x-sized tensor, for both passes.
+    sigmoid = None if compiling() else _sigmoid(channels_last, x4, v)
     sums = _finish(channels_last, _s_backward_partials(channels_last, with_v, x4, dy4, v, sigmoid))
     if len(sums) == 4:
         sums = sums[:2] + sums[3:]  # complex terms: Σdy, Σdy·f, Σdy·x²·σ' (the 0 dropped)
