@@ -65,15 +65,22 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     """y and what the backward pass needs: statistics, then one pass writing y, in one kernel.
 
     Returns `(y4, variance [C], instance, batch_std, origin, instance_offset,
-    batch_offset)`: dx's centred terms are `(x − origin) − offset` (see
-    `_b_backward`). With `given_variance` (inference) B1 and B2 only reduce x².
-    y has x's dtype; everything else is float32 (see `_widened`).
+    batch_offset, den, normalized, centred)`: dx's centred terms are `(x −
+    origin) − offset` (see `_b_backward`). With `given_variance` (inference)
+    B1 and B2 only reduce x². y has x's dtype; everything else is float32
+    (see `_widened`). The x-sized denominator, x/den and x − origin are kept
+    for the backward pass only as plain TensorFlow ops (five passes fewer
+    there; XLA recomputes them inside its fused loops for less than writing
+    them out), else None (`centred` is None too where there is no origin).
     """
     x4, dtype = _widened(x4)
     count = _spatial_count(x4, channels_last)
     training = given_variance is None
+    centred = None  # x − origin, x-sized: for the backward pass as plain TensorFlow ops
     if kind == "b0" or training:
-        shift, mean_delta, m2, m2_small = channel_moments(x4, channels_last)
+        moments = channel_moments(x4, channels_last, centred=training)
+        shift, mean_delta, m2, m2_small = moments[:4]
+        centred = moments[4] if training else None
         origin = shift
     if kind == "b0":
         instance = statistics.root(m2 / count, m2_small / count, epsilon)
@@ -96,13 +103,27 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
         variance = _vector(given_variance, channels_last)
         batch_offset = tf.zeros_like(variance)
         batch_std = tf.sqrt(variance + epsilon)
-    y4 = tf.cast(_b_output(kind, channels_last, x4, gamma, beta, v, instance, batch_std), dtype)
-    return y4, tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset
+    den = _denominator(kind, channels_last, x4, v, instance, batch_std)
+    saved = (tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset)
+    if compiling():
+        y4 = x4 / den * _vector(gamma, channels_last) + _vector(beta, channels_last)
+        return (tf.cast(y4, dtype),) + saved + (None, None, None)
+    normalized = x4 / den
+    return (tf.cast(_affine(channels_last, normalized, gamma, beta), dtype),) + saved + (den, normalized, centred)
 
 
-def _b_output(kind, channels_last, x4, gamma, beta, v, instance, batch_std):
-    den = tf.maximum(batch_std, _right_branch(kind, x4, _vector(v, channels_last), instance))
-    return x4 / den * _vector(gamma, channels_last) + _vector(beta, channels_last)
+def _affine(channels_last, t, gamma, beta):
+    """`t·γ + β` as plain TensorFlow ops: channels_last, one inference-mode fused BN op (mean 0, variance 1, ε 0)."""
+    if not channels_last:
+        return t * _vector(gamma, channels_last) + _vector(beta, channels_last)
+    zeros, ones = tf.zeros_like(gamma), tf.ones_like(gamma)
+    return tf.raw_ops.FusedBatchNormV3(x=t, scale=gamma, offset=beta, mean=zeros, variance=ones, epsilon=0.0,
+                                       data_format="NHWC", is_training=False)[0]
+
+
+def _denominator(kind, channels_last, x4, v, instance, batch_std):
+    """max(σ_b, r), x-sized."""
+    return tf.maximum(batch_std, _right_branch(kind, x4, _vector(v, channels_last), instance))
 
 
 def _branches(kind, channels_last, x4, v, instance, batch_std):
@@ -111,13 +132,12 @@ def _branches(kind, channels_last, x4, v, instance, batch_std):
     return tf.maximum(batch_std, right), right > batch_std
 
 
-def _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std, branches=None):
+def _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std):
     """`_block_sums` of dy and the terms the B-series gradient needs.
 
     B0: P, R·P·x/den, R·P/den; B1: P, R·P; B2: P, R·P, R·P/den (P = dy·x/den).
-    `branches`: `_branches(...)` if already computed.
     """
-    den, on_right = branches or _branches(kind, channels_last, x4, v, instance, batch_std)
+    den, on_right = _branches(kind, channels_last, x4, v, instance, batch_std)
     p = dy4 * x4 / den
     p_right_den = tf.where(on_right, p / den, 0.0)
     if kind == "b0":
@@ -126,8 +146,32 @@ def _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std, b
     return _block_sums(channels_last, dy4, p, p_right, *([] if kind == "b1" else [p_right_den]))
 
 
+def _plain_sums(kind, channels_last, x4, dy4, normalized, den, on_right, quotient):
+    """The sums of `_b_backward_partials` as plain TensorFlow ops, from the forward pass's den and x/den.
+
+    Σ dy and Σ P come summed over the batch too (`[1, ...]`), from one
+    inference-mode fused BN gradient op (channels_last; it writes a third
+    output, dy, unused), the others per (sample, channel).
+    """
+    if channels_last:
+        ones = tf.ones(tf.shape(x4)[-1:])
+        _, sum_p, sum_dy = tf.raw_ops.FusedBatchNormGradV3(
+            y_backprop=dy4, x=normalized, scale=ones, reserve_space_1=ones * 0.0, reserve_space_2=ones,
+            reserve_space_3=ones * 0.0, epsilon=0.0, data_format="NHWC", is_training=False)[:3]
+        sum_dy, sum_p = _vector(sum_dy, True), _vector(sum_p, True)
+    else:
+        sum_dy, sum_p = (tf.reduce_sum(t, axis=[0, 2, 3], keepdims=True) for t in (dy4, dy4 * normalized))
+    if kind == "b0":
+        p_right_den = tf.where(on_right, quotient * normalized, 0.0)  # R·dy·x/den²
+        terms = [p_right_den * x4, p_right_den]
+    else:
+        p_right = tf.where(on_right, dy4 * normalized, 0.0)
+        terms = [p_right] + ([] if kind == "b1" else [p_right / den])
+    return [sum_dy, sum_p] + _finish(channels_last, _block_sums(channels_last, *terms))
+
+
 def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma, v, instance, batch_std, origin,
-                             instance_offset, batch_offset, sums):
+                             instance_offset, batch_offset, sums, batch_summed=False):
     """Per-(sample, channel) coefficients of dx and the small gradients (stat-sized).
 
     Returns `(slopes, units, offset, dγ, dβ, dv, d batch_variance)`, with
@@ -135,6 +179,7 @@ def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma,
     over the instance and the batch term. Each unit is 1, or 1/root of its
     statistic where that is above `_LARGE_ROOT` (`_unit`): the slope of x of
     scale 1e30 is of order 1e-60, below float32, that of `(x − origin)·unit` is not.
+    `batch_summed`: the first two sums, Σ dy and Σ P, are over the batch too (`_plain_sums`).
     """
     g, v = _vector(gamma, channels_last), _vector(v, channels_last)
     sum_dy, sum_p = sums[:2]
@@ -153,7 +198,8 @@ def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma,
     instance_unit, batch_unit = _unit(instance), _unit(batch_std)
     instance_coefficient = dinstance / count / (instance * instance_unit)
     # ∂L/∂σ_b from the elements where σ_b won the max.
-    dbatch_std = -g / batch_std * _batch_sum(sum_p - sum_p_right)
+    not_right = sum_p - _batch_sum(sum_p_right) if batch_summed else _batch_sum(sum_p - sum_p_right)
+    dbatch_std = -g / batch_std * not_right
     dvariance = dbatch_std / (2.0 * batch_std)
     if training:
         # 2·∂L/∂variance/(S·N) = ∂L/∂σ_b/(σ_b·S·N), over `unit`.
@@ -169,17 +215,21 @@ def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma,
 
 
 def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, origin, offset,
-                   branches=None):
+                   branches=None, quotient=None, centred=None):
+    """dx; as plain TensorFlow ops from `branches`, `quotient` (dy/den) and `centred` (or None) of `_b_backward`."""
     den, on_right = branches or _branches(kind, channels_last, x4, v, instance, batch_std)
-    direct = _vector(gamma, channels_last) * dy4 / den * tf.where(on_right, instance / den, 1.0)
+    g = _vector(gamma, channels_last)
     if not compiling():
-        # Plain TensorFlow ops (no reassociation, each op a pass over x): one centred term where
-        # both units are 1, as for all ordinary inputs.
-        centred = x4 - origin
+        # Plain TensorFlow ops (no reassociation, each op a pass over x): γ folded into the
+        # branch factor, and one centred term where both units are 1, as for all ordinary inputs.
+        direct = quotient * tf.where(on_right, (g * instance) / den, g)
+        if centred is None:
+            centred = x4 - origin
         ordinary = tf.reduce_all(tf.equal(units[0], 1.0)) & tf.reduce_all(tf.equal(units[1], 1.0))
         term = tf.cond(ordinary, lambda: (slopes[0] + slopes[1]) * centred,
                        lambda: slopes[0] * (centred * units[0]) + slopes[1] * (centred * units[1]))
         return direct + term - offset
+    direct = g * dy4 / den * tf.where(on_right, instance / den, 1.0)
     # (x·unit − origin·unit), not (x − origin)·unit: XLA would reassociate slope·(t·unit) into
     # (slope·unit)·t, which is below float32 at scale 1e30. For ordinary inputs unit is 1.
     return (direct + slopes[0] * (x4 * units[0] - origin * units[0])
@@ -187,19 +237,32 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
 
 
 @_kernel(layout_index=1)
-def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, *offsets):
-    """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx."""
+def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, origin, instance_offset,
+                batch_offset, den, normalized, centred):
+    """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx.
+
+    `den`, `normalized`, `centred`: the forward pass's den, x/den and x − origin, or None (see `_b_forward`).
+    """
     (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
-    # XLA recomputes the branches in each fused loop (cheaper than writing them out); plain
-    # TensorFlow ops (the shape-generic graph) would make each one a pass over x twice.
-    branches = None if compiling() else _branches(kind, channels_last, x4, v, instance, batch_std)
-    sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std,
-                                                       branches))
+    if compiling():
+        # XLA recomputes the branches in each fused loop (cheaper than writing them out).
+        branches = quotient = None
+        sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
+    else:
+        # Plain TensorFlow ops (the shape-generic graph): each op is a pass over x.
+        if den is None:
+            den = _denominator(kind, channels_last, x4, v, instance, batch_std)
+        if normalized is None:
+            normalized = x4 / den
+        branches = (den, den > batch_std)  # max(σ_b, r) > σ_b exactly where r > σ_b
+        quotient = dy4 / den
+        sums = _plain_sums(kind, channels_last, x4, dy4, normalized, den, branches[1], quotient)
     count, batch = _spatial_count(x4, channels_last), tf.cast(tf.shape(x4)[0], tf.float32)
     slopes, units, offset, *small = _b_gradient_coefficients(
-        kind, channels_last, training, count, batch, gamma, v, instance, batch_std, *offsets, sums)
-    dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, offsets[0],
-                         offset, branches)
+        kind, channels_last, training, count, batch, gamma, v, instance, batch_std, origin, instance_offset,
+        batch_offset, sums, batch_summed=branches is not None)
+    dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, origin,
+                         offset, branches, quotient, centred)
     return [tf.cast(dx4, dtype)] + small
 
 

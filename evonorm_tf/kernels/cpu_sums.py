@@ -229,7 +229,7 @@ def _real_parts(total, axis):
     return tf.concat([tf.math.real(total), tf.math.imag(total)], axis)
 
 
-def channel_moments(x4, channels_last):
+def channel_moments(x4, channels_last, centred=False):
     """Per-(sample, channel) moments about a shift, stat-shaped.
 
     Returns `(shift, mean_delta, m2, m2_small)`: the mean is `shift +
@@ -240,8 +240,16 @@ def channel_moments(x4, channels_last):
     Keeping the
     mean as a shift (a sample of the data) plus a small delta lets later
     steps form `x − mean` as `(x − shift) − mean_delta` without losing
-    digits when |mean| >> std.
+    digits when |mean| >> std. With `centred` (for training), also `x −
+    shift`, x-sized, as plain TensorFlow ops (`_two_pass_moments`), else None.
     """
+    if not cpu_launch.compiling():
+        moments = _two_pass_moments(x4, channels_last, fused_norm=centred)
+        return moments if centred else moments[:4]
+    return _shifted_moments(x4, channels_last) + ((None,) if centred else ())
+
+
+def _shifted_moments(x4, channels_last, centred=False):
     shift = _first(x4, channels_last)
     d = x4 - shift
     u = d * DOWNSCALE
@@ -250,12 +258,54 @@ def channel_moments(x4, channels_last):
     mean_delta = sum_d / count
     m2 = tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
     sum_u = sum_d * DOWNSCALE
-    return shift, mean_delta, m2, tf.maximum(sum_u2 - sum_u * (sum_u / count), 0.0)
+    moments = shift, mean_delta, m2, tf.maximum(sum_u2 - sum_u * (sum_u / count), 0.0)
+    return moments + (d,) if centred else moments
+
+
+def _two_pass_moments(x4, channels_last, fused_norm):
+    """`channel_moments` and `x − shift` as plain TensorFlow ops: four passes over x where nothing overflows.
+
+    Each plain op is a pass over x (no fusion), and the blocked form makes
+    seven. Here the shift is the float32 mean, whose rounding (of order
+    ε·|mean|, far above ε·std where |mean| >> std) the sums of the centred
+    values correct, as in the corrected two-pass algorithm: the mean, x
+    minus it, and their sum and sum of squares. With `fused_norm` the last
+    is one op, the Euclidean norm squared (`EuclideanNorm` has no TFLite
+    kernel, so only training takes it), else x² and a sum. `m2_small` is
+    then m2 scaled (exact: powers of 2). Where any m2 is not finite (a sum
+    beyond float32, or NaN) the blocked form runs instead, under a `tf.cond`.
+    """
+    axes = [1, 2] if channels_last else [2, 3]
+    shift = tf.reduce_mean(x4, axis=axes, keepdims=True)
+    centred = x4 - shift
+    sum_d = tf.reduce_sum(centred, axis=axes, keepdims=True)
+    mean_delta = sum_d / _spatial_count(x4, channels_last)
+    if fused_norm:
+        sum_d2 = tf.square(tf.math.reduce_euclidean_norm(centred, axis=axes, keepdims=True))
+    else:
+        sum_d2 = tf.reduce_sum(tf.square(centred), axis=axes, keepdims=True)
+    m2 = tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
+    return tf.cond(tf.reduce_all(tf.math.is_finite(m2)),
+                   lambda: (shift, mean_delta, m2, (m2 * DOWNSCALE) * DOWNSCALE, centred),
+                   lambda: _shifted_moments(x4, channels_last, centred=True))
 
 
 def mean_square(x4, channels_last):
-    """Per-(sample, channel) means of x² and of (x·DOWNSCALE)², stat-shaped (see `channel_moments`)."""
+    """Per-(sample, channel) means of x² and of (x·DOWNSCALE)², stat-shaped (see `channel_moments`).
+
+    As plain TensorFlow ops the second is x²'s scaled (one pass fewer) where all of those are finite.
+    """
     count = _spatial_count(x4, channels_last)
+    if not cpu_launch.compiling():
+        axes = [1, 2] if channels_last else [2, 3]
+        mean_x2 = tf.reduce_sum(tf.square(x4), axis=axes, keepdims=True) / count
+        return tf.cond(tf.reduce_all(tf.math.is_finite(mean_x2)),
+                       lambda: (mean_x2, (mean_x2 * DOWNSCALE) * DOWNSCALE),
+                       lambda: _blocked_mean_square(x4, channels_last, count))
+    return _blocked_mean_square(x4, channels_last, count)
+
+
+def _blocked_mean_square(x4, channels_last, count):
     u = x4 * DOWNSCALE
     sum_x2, sum_u2 = _finish(channels_last, _block_sums(channels_last, x4 * x4, u * u))
     return sum_x2 / count, sum_u2 / count
