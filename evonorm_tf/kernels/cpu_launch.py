@@ -1,8 +1,8 @@
 """When the cpu kernels are XLA-compiled: per static shape, bounded, hot shapes only.
 
 Each kernel of `evonorm_tf.kernels.cpu` is one `jit_compile=True` function
-per configuration and static input shape (one XLA launch per direction). Its
-inputs are hidden from gradient tapes (`tf.stop_gradient`): the kernels sit
+per configuration and static input shape (one XLA launch per direction). It
+runs with gradient tapes stopped (`record.stop_recording`): the kernels sit
 inside `tf.custom_gradient`s, and a taped input would make TensorFlow compile
 a variant that also returns every intermediate. Compiling costs far more than
 running at small sizes, so shapes that come and go (a new image size at every
@@ -14,6 +14,7 @@ import collections
 import functools
 
 import tensorflow as tf
+from tensorflow.python.eager import record
 from tensorflow.python.ops import control_flow_util
 
 __all__ = ["COMPILED", "COMPILE_AFTER", "MAX_COMPILED", "SIZES_PER_CONFIGURATION", "compiling", "kernel"]
@@ -54,10 +55,15 @@ def kernel(layout_index):
         sizes = collections.defaultdict(set)  # configuration → shapes met eagerly (bounded)
 
         def call(*args):
-            # The kernels sit inside `tf.custom_gradient`s: hiding their inputs
-            # from any gradient tape keeps TensorFlow from compiling a variant
-            # that also returns every intermediate for autodiff.
-            args = [tf.stop_gradient(a) if isinstance(a, (tf.Tensor, tf.Variable)) else a for a in args]
+            # The kernels sit inside `tf.custom_gradient`s: keeping them off any
+            # gradient tape keeps TensorFlow from compiling a variant that also
+            # returns every intermediate for autodiff (one context for all
+            # inputs; a `tf.stop_gradient` each was an eager op each).
+            with record.stop_recording():
+                return route(args)
+
+        def route(args):
+            args = [tf.convert_to_tensor(a) if isinstance(a, tf.Variable) else a for a in args]
             if not COMPILED or any(_is_tensor(a) and not a.shape.is_fully_defined() for a in args):
                 return function(*args)
             key = tuple((tuple(a.shape), a.dtype) if _is_tensor(a) else a for a in args)
@@ -73,13 +79,11 @@ def kernel(layout_index):
                 if calls[key] < COMPILE_AFTER or len(sizes[configuration]) > SIZES_PER_CONFIGURATION:
                     return _generic(generic, function, layout_index, args)
             if key not in compiled:
-                # A `partial` per key: TF counts retracing per Python code object,
-                # and would report these first traces of new shapes as retracing.
-                compiled[key] = tf.function(functools.partial(function), jit_compile=True, autograph=False)
+                compiled[key] = _concrete(function, args, lambda a: a.shape, jit_compile=True)
                 if len(compiled) > MAX_COMPILED:
                     compiled.popitem(last=False)
             compiled.move_to_end(key)
-            return compiled[key](*args)
+            return compiled[key](args)
 
         call.__name__ = function.__name__
         call.compiled = compiled
@@ -116,7 +120,6 @@ def _generic(cache, function, layout_index, args):
     last axis of channels_last tensors of rank > 1, axis 1 of channels_first ones).
     """
     channel_axis = -1 if args[layout_index] else 1
-    tensors = [i for i, a in enumerate(args) if _is_tensor(a)]
     # Channels (and whole vectors) are part of the signature below, hence of the key.
     key = tuple(
         (a.shape.rank, a.dtype, a.shape[channel_axis] if a.shape.rank > 1 else tuple(a.shape))
@@ -124,25 +127,50 @@ def _generic(cache, function, layout_index, args):
         for a in args
     )
     if key not in cache:
-        signature = []
-        for i in tensors:
-            shape = [None] * args[i].shape.rank
-            if len(shape) > 1:
-                shape[channel_axis] = args[i].shape[channel_axis]
-            else:
-                shape = args[i].shape
-            signature.append(tf.TensorSpec(shape, args[i].dtype))
 
-        def run(*values):
-            full = list(args)
-            for i, value in zip(tensors, values):
-                full[i] = value
-            return function(*full)
+        def generic_shape(a):
+            if a.shape.rank <= 1:
+                return a.shape
+            shape = [None] * a.shape.rank
+            shape[channel_axis] = a.shape[channel_axis]
+            return shape
 
         if len(cache) >= 4 * MAX_COMPILED:
             del cache[next(iter(cache))]
-        # A `partial`, as for compiled kernels: TF would count traces of new keys as retracing.
-        cache[key] = tf.function(functools.partial(run), input_signature=signature, autograph=False)
-    return cache[key](*[args[i] for i in tensors])
+        cache[key] = _concrete(function, args, generic_shape)
+    return cache[key](args)
+
+
+def _concrete(function, args, shape_of, **options):
+    """`function` traced once for `args`: a callable of the same arguments that passes only their tensors.
+
+    The Python values of `args` are fixed at trace time; each tensor gets a
+    `tf.TensorSpec` of shape `shape_of(tensor)`. The concrete function is
+    called directly: a `tf.function` call would bind its arguments to its
+    signature again at every call (a quarter of a millisecond, eagerly).
+    """
+    tensors = [i for i, a in enumerate(args) if _is_tensor(a)]
+
+    def run(*values):
+        full = list(args)
+        for i, value in zip(tensors, values):
+            full[i] = value
+        return function(*full)
+
+    signature = [tf.TensorSpec(shape_of(args[i]), args[i].dtype) for i in tensors]
+    # A `partial` per trace: TF counts retracing per Python code object, and would
+    # report these first traces of new shapes as retracing.
+    concrete = tf.function(functools.partial(run), autograph=False, **options).get_concrete_function(*signature)
+
+    def call(call_args):
+        values = [call_args[i] for i in tensors]
+        if tf.executing_eagerly():
+            # Tapes are stopped (`kernel`): the function runs as it is, without
+            # `concrete(...)`'s checks of the arguments against its signature
+            # (half its time per call, eagerly).
+            return concrete._call_flat(values, concrete.captured_inputs)  # pylint: disable=protected-access
+        return concrete(*values)
+
+    return call
 
 
