@@ -9,11 +9,19 @@ forward and backward with a gradient tape, in two modes:
 * graph: one `tf.function` with `None` batch and spatial dimensions
   (reported with its trace count, which should be 1).
 
-Times are given for round 1, the last round and all rounds together.
+Two measurements, with ratios to tf_keras's fused BatchNormalization + ReLU
+(`bn_fused`) in the same run:
 
-Each layer runs in its own process, so its resident-memory growth (VmRSS
-after the rounds minus before the first new size) is its own. Ratios are to
-tf_keras's fused BatchNormalization + ReLU (`bn_fused`) in the same run.
+* Rounds, each layer in its own process, so its resident-memory growth
+  (VmRSS after the rounds minus before the first new size) is its own: the
+  time of round 1 (every size new) and of all rounds together.
+* Steady state, all layers in one process: after three warm-up rounds (a
+  recurring shape's eager kernels compile on their third call), `--repeats`
+  rounds over the sizes of each layer in turn, in a rotating order; the
+  median round per layer. Drifting machine load hits the layers alike,
+  where the rounds of separate processes can differ by 10-20% from one
+  process to the next. As in training, each call meets inputs not touched
+  since the layer's previous round.
 
     python bench/shapes.py                                   # bn_fused, EvoNorm-B0, -S0
     python bench/shapes.py --layers bn_fused,evonorm_s0@portable --rounds 2
@@ -44,17 +52,22 @@ def spatial_sizes(count):
     return [(16 + 2 * i, 19 + 2 * i) for i in range(count)]
 
 
-def measure(name, args):
-    """Times one layer in this process; returns a dict of results."""
+def _inputs(args):
+    import tensorflow as tf
+
+    return [(tf.random.normal([args.batch, h, w, args.channels], 0.3, 1.5, seed=i),
+             tf.random.normal([args.batch, h, w, args.channels], seed=100 + i))
+            for i, (h, w) in enumerate(spatial_sizes(args.sizes))]
+
+
+def _functions(name, args):
+    """`(layer, eager forward+backward, graph with None dims)` of one layer, built and traced once."""
     import tensorflow as tf
 
     from evonorm_tf import kernels
     from layers import LAYERS, split_path  # bench/layers.py
 
     base, path = split_path(name)
-    sizes = spatial_sizes(args.sizes)
-    inputs = [(tf.random.normal([args.batch, h, w, args.channels], 0.3, 1.5, seed=i),
-               tf.random.normal([args.batch, h, w, args.channels], seed=100 + i)) for i, (h, w) in enumerate(sizes)]
     with kernels.use(path or kernels.get_path()):
         layer = LAYERS[base]()
 
@@ -69,6 +82,24 @@ def measure(name, args):
         warm_x = tf.random.normal([args.batch, 7, 9, args.channels])
         for function in (forward_backward, graph):  # builds the layer, traces the graph once
             [t.numpy() for t in tf.nest.flatten(function(warm_x, warm_x))]
+    return layer, forward_backward, graph
+
+
+def _run(function, x, dy):
+    """One call, finished: eager execution is synchronous, and the last output (a `[C]` gradient) is read.
+
+    The x-sized outputs are not copied to NumPy: at 62×65 two such copies
+    took 5.5 ms, as long as fused BN's whole forward and backward.
+    """
+    import tensorflow as tf
+
+    tf.nest.flatten(function(x, dy))[-1].numpy()
+
+
+def measure(name, args):
+    """The rounds of one layer in this process; returns a dict of results."""
+    inputs = _inputs(args)
+    layer, forward_backward, graph = _functions(name, args)
     result = {"layer": name, "path": getattr(getattr(layer, "_kernels", None), "path", None)}
     rss_before = _rss_mb()
     for mode, function in (("eager", forward_backward), ("graph", graph)):
@@ -76,11 +107,32 @@ def measure(name, args):
         for _ in range(args.rounds):
             start = time.perf_counter()
             for x, dy in inputs:
-                [t.numpy() for t in tf.nest.flatten(function(x, dy))]
+                _run(function, x, dy)
             rounds.append(time.perf_counter() - start)
         result[mode] = rounds
     result["graph_traces"] = graph.experimental_get_tracing_count()
     result["rss_growth_mb"] = _rss_mb() - rss_before
+    return result
+
+
+def steady_state(names, args):
+    """Each layer's median round over the sizes, layers in turn; `{name: {mode: s}}`."""
+    import statistics
+
+    inputs = _inputs(args)
+    functions = {name: _functions(name, args)[1:] for name in names}
+    result = {name: {} for name in names}
+    for index, mode in enumerate(("eager", "graph")):
+        rounds = {name: [] for name in names}
+        for repeat in range(3 + args.repeats):
+            for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+                start = time.perf_counter()
+                for x, dy in inputs:
+                    _run(functions[name][index], x, dy)
+                if repeat >= 3:
+                    rounds[name].append(time.perf_counter() - start)
+        for name in names:
+            result[name][mode] = statistics.median(rounds[name])
     return result
 
 
@@ -92,11 +144,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=7, help="steady-state rounds per layer and mode")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.sizes < 1 or args.rounds < 1 or args.batch < 1 or args.channels < 32 or args.channels % 32:
-        print(f"error: --sizes, --rounds, --batch must be >= 1 and --channels a multiple of 32; received "
-              f"{args.sizes}, {args.rounds}, {args.batch}, {args.channels}", file=sys.stderr)
+    if min(args.sizes, args.rounds, args.batch, args.repeats) < 1 or args.channels < 32 or args.channels % 32:
+        print(f"error: --sizes, --rounds, --batch, --repeats must be >= 1 and --channels a multiple of 32; "
+              f"received {args.sizes}, {args.rounds}, {args.batch}, {args.repeats}, {args.channels}", file=sys.stderr)
         sys.exit(2)
     if args.child:
         print(json.dumps(measure(args.child, args)))
@@ -112,7 +165,8 @@ def main():
         sys.exit(2)
     load = os.getloadavg()
     print(f"# fwd+bwd over {args.sizes} spatial sizes {spatial_sizes(args.sizes)[0]}..{spatial_sizes(args.sizes)[-1]}, "
-          f"batch {args.batch}, {args.channels} channels, float32, {args.rounds} rounds; "
+          f"batch {args.batch}, {args.channels} channels, float32, {args.rounds} rounds, "
+          f"steady state: median of {args.repeats} rounds, layers in turn; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     results = []
     for name in names:
@@ -120,14 +174,16 @@ def main():
             f"--{k}={getattr(args, k)}" for k in ("sizes", "rounds", "batch", "channels")]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
+    steady = steady_state(names, args)
     base = results[0]
-    print("\n| layer | path | eager s (round 1, last, all) | / bn_fused | graph s (round 1, last, all) | / bn_fused "
-          "| graph traces | RSS growth MB |")
+    print("\n| layer | path | eager s (round 1, all rounds, steady) | / bn_fused | graph s (round 1, all rounds, "
+          "steady) | / bn_fused | graph traces | RSS growth MB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         cells = []
         for mode in ("eager", "graph"):
-            times, bn = (r[mode][0], r[mode][-1], sum(r[mode])), (base[mode][0], base[mode][-1], sum(base[mode]))
+            times = (r[mode][0], sum(r[mode]), steady[r["layer"]][mode])
+            bn = (base[mode][0], sum(base[mode]), steady[base["layer"]][mode])
             cells.append(", ".join(f"{t:.3f}" for t in times))
             cells.append(", ".join(f"{t / b:.2f}" for t, b in zip(times, bn)))
         print(f"| {r['layer']} | {r['path'] or '-'} | " + " | ".join(cells) +
