@@ -65,22 +65,15 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     """y and what the backward pass needs: statistics, then one pass writing y, in one kernel.
 
     Returns `(y4, variance [C], instance, batch_std, origin, instance_offset,
-    batch_offset, den, normalized, centred)`: dx's centred terms are `(x −
-    origin) − offset` (see `_b_backward`). With `given_variance` (inference)
-    B1 and B2 only reduce x². y has x's dtype; everything else is float32
-    (see `_widened`). The x-sized denominator, x/den and x − origin are kept
-    for the backward pass only as plain TensorFlow ops (five passes fewer
-    there; XLA recomputes them inside its fused loops for less than writing
-    them out), else None (`centred` is None too where there is no origin).
+    batch_offset)`: dx's centred terms are `(x − origin) − offset` (see
+    `_b_backward`). With `given_variance` (inference) B1 and B2 only reduce
+    x². y has x's dtype; everything else is float32 (see `_widened`).
     """
     x4, dtype = _widened(x4)
     count = _spatial_count(x4, channels_last)
     training = given_variance is None
-    centred = None  # x − origin, x-sized: for the backward pass as plain TensorFlow ops
     if kind == "b0" or training:
-        moments = channel_moments(x4, channels_last, centred=training)
-        shift, mean_delta, m2, m2_small = moments[:4]
-        centred = moments[4] if training else None
+        shift, mean_delta, m2, m2_small = channel_moments(x4, channels_last, fused_norm=training)
         origin = shift
     if kind == "b0":
         instance = statistics.root(m2 / count, m2_small / count, epsilon)
@@ -103,13 +96,12 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
         variance = _vector(given_variance, channels_last)
         batch_offset = tf.zeros_like(variance)
         batch_std = tf.sqrt(variance + epsilon)
-    den = _denominator(kind, channels_last, x4, v, instance, batch_std)
-    saved = (tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset)
+    normalized = x4 / _denominator(kind, channels_last, x4, v, instance, batch_std)
     if compiling():
-        y4 = x4 / den * _vector(gamma, channels_last) + _vector(beta, channels_last)
-        return (tf.cast(y4, dtype),) + saved + (None, None, None)
-    normalized = x4 / den
-    return (tf.cast(_affine(channels_last, normalized, gamma, beta), dtype),) + saved + (den, normalized, centred)
+        y4 = normalized * _vector(gamma, channels_last) + _vector(beta, channels_last)
+    else:
+        y4 = _affine(channels_last, normalized, gamma, beta)
+    return tf.cast(y4, dtype), tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset
 
 
 def _affine(channels_last, t, gamma, beta):
@@ -215,16 +207,15 @@ def _b_gradient_coefficients(kind, channels_last, training, count, batch, gamma,
 
 
 def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, origin, offset,
-                   branches=None, quotient=None, centred=None):
-    """dx; as plain TensorFlow ops from `branches`, `quotient` (dy/den) and `centred` (or None) of `_b_backward`."""
+                   branches=None, quotient=None):
+    """dx; as plain TensorFlow ops from `branches` and `quotient` (dy/den) of `_b_backward`."""
     den, on_right = branches or _branches(kind, channels_last, x4, v, instance, batch_std)
     g = _vector(gamma, channels_last)
     if not compiling():
         # Plain TensorFlow ops (no reassociation, each op a pass over x): γ folded into the
         # branch factor, and one centred term where both units are 1, as for all ordinary inputs.
         direct = quotient * tf.where(on_right, (g * instance) / den, g)
-        if centred is None:
-            centred = x4 - origin
+        centred = x4 - origin
         ordinary = tf.reduce_all(tf.equal(units[0], 1.0)) & tf.reduce_all(tf.equal(units[1], 1.0))
         term = tf.cond(ordinary, lambda: (slopes[0] + slopes[1]) * centred,
                        lambda: slopes[0] * (centred * units[0]) + slopes[1] * (centred * units[1]))
@@ -238,22 +229,19 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
 
 @_kernel(layout_index=1)
 def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, origin, instance_offset,
-                batch_offset, den, normalized, centred):
-    """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx.
-
-    `den`, `normalized`, `centred`: the forward pass's den, x/den and x − origin, or None (see `_b_forward`).
-    """
+                batch_offset):
+    """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx."""
     (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
     if compiling():
         # XLA recomputes the branches in each fused loop (cheaper than writing them out).
         branches = quotient = None
         sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
     else:
-        # Plain TensorFlow ops (the shape-generic graph): each op is a pass over x.
-        if den is None:
-            den = _denominator(kind, channels_last, x4, v, instance, batch_std)
-        if normalized is None:
-            normalized = x4 / den
+        # Plain TensorFlow ops (the shape-generic graph): each op is a pass over x. Keeping den,
+        # x/den and x − origin from the forward pass instead measured no faster, with three
+        # x-sized tensors more held between the passes.
+        den = _denominator(kind, channels_last, x4, v, instance, batch_std)
+        normalized = x4 / den
         branches = (den, den > batch_std)  # max(σ_b, r) > σ_b exactly where r > σ_b
         quotient = dy4 / den
         sums = _plain_sums(kind, channels_last, x4, dy4, normalized, den, branches[1], quotient)
@@ -262,7 +250,7 @@ def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batc
         kind, channels_last, training, count, batch, gamma, v, instance, batch_std, origin, instance_offset,
         batch_offset, sums, batch_summed=branches is not None)
     dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, origin,
-                         offset, branches, quotient, centred)
+                         offset, branches, quotient)
     return [tf.cast(dx4, dtype)] + small
 
 

@@ -229,7 +229,7 @@ def _real_parts(total, axis):
     return tf.concat([tf.math.real(total), tf.math.imag(total)], axis)
 
 
-def channel_moments(x4, channels_last, centred=False):
+def channel_moments(x4, channels_last, fused_norm=False):
     """Per-(sample, channel) moments about a shift, stat-shaped.
 
     Returns `(shift, mean_delta, m2, m2_small)`: the mean is `shift +
@@ -240,16 +240,15 @@ def channel_moments(x4, channels_last, centred=False):
     Keeping the
     mean as a shift (a sample of the data) plus a small delta lets later
     steps form `x − mean` as `(x − shift) − mean_delta` without losing
-    digits when |mean| >> std. With `centred` (for training), also `x −
-    shift`, x-sized, as plain TensorFlow ops (`_two_pass_moments`), else None.
+    digits when |mean| >> std. As plain TensorFlow ops see
+    `_two_pass_moments` (which takes `fused_norm`).
     """
     if not cpu_launch.compiling():
-        moments = _two_pass_moments(x4, channels_last, fused_norm=centred)
-        return moments if centred else moments[:4]
-    return _shifted_moments(x4, channels_last) + ((None,) if centred else ())
+        return _two_pass_moments(x4, channels_last, fused_norm)
+    return _shifted_moments(x4, channels_last)
 
 
-def _shifted_moments(x4, channels_last, centred=False):
+def _shifted_moments(x4, channels_last):
     shift = _first(x4, channels_last)
     d = x4 - shift
     u = d * DOWNSCALE
@@ -258,12 +257,11 @@ def _shifted_moments(x4, channels_last, centred=False):
     mean_delta = sum_d / count
     m2 = tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
     sum_u = sum_d * DOWNSCALE
-    moments = shift, mean_delta, m2, tf.maximum(sum_u2 - sum_u * (sum_u / count), 0.0)
-    return moments + (d,) if centred else moments
+    return shift, mean_delta, m2, tf.maximum(sum_u2 - sum_u * (sum_u / count), 0.0)
 
 
 def _two_pass_moments(x4, channels_last, fused_norm):
-    """`channel_moments` and `x − shift` as plain TensorFlow ops: four passes over x where nothing overflows.
+    """`channel_moments` as plain TensorFlow ops: four passes over x where nothing overflows.
 
     Each plain op is a pass over x (no fusion), and the blocked form makes
     seven. Here the shift is the float32 mean, whose rounding (of order
@@ -286,8 +284,8 @@ def _two_pass_moments(x4, channels_last, fused_norm):
         sum_d2 = tf.reduce_sum(tf.square(centred), axis=axes, keepdims=True)
     m2 = tf.maximum(sum_d2 - sum_d * mean_delta, 0.0)
     return tf.cond(tf.reduce_all(tf.math.is_finite(m2)),
-                   lambda: (shift, mean_delta, m2, (m2 * DOWNSCALE) * DOWNSCALE, centred),
-                   lambda: _shifted_moments(x4, channels_last, centred=True))
+                   lambda: (shift, mean_delta, m2, (m2 * DOWNSCALE) * DOWNSCALE),
+                   lambda: _shifted_moments(x4, channels_last))
 
 
 def mean_square(x4, channels_last):
