@@ -65,9 +65,15 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     """y and what the backward pass needs: statistics, then one pass writing y, in one kernel.
 
     Returns `(y4, variance [C], instance, batch_std, origin, instance_offset,
-    batch_offset)`: dx's centred terms are `(x − origin) − offset` (see
-    `_b_backward`). With `given_variance` (inference) B1 and B2 only reduce
-    x². y has x's dtype; everything else is float32 (see `_widened`).
+    batch_offset, den, normalized)`: dx's centred terms are `(x − origin) −
+    offset` (see `_b_backward`). With `given_variance` (inference) B1 and B2
+    only reduce x². y has x's dtype; everything else is float32 (see
+    `_widened`). The x-sized denominator and x/den are kept for the backward
+    pass only as plain TensorFlow ops, else None: eagerly, where the backward
+    pass runs on its own, recomputing them made forward+backward 7–9% slower
+    over many shapes (`bench/shapes.py`; also keeping x − origin gained
+    nothing more). XLA recomputes them inside its fused loops, for less than
+    writing them out.
     """
     x4, dtype = _widened(x4)
     count = _spatial_count(x4, channels_last)
@@ -96,12 +102,13 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
         variance = _vector(given_variance, channels_last)
         batch_offset = tf.zeros_like(variance)
         batch_std = tf.sqrt(variance + epsilon)
-    normalized = x4 / _denominator(kind, channels_last, x4, v, instance, batch_std)
+    den = _denominator(kind, channels_last, x4, v, instance, batch_std)
+    normalized = x4 / den
+    saved = (tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset)
     if compiling():
         y4 = normalized * _vector(gamma, channels_last) + _vector(beta, channels_last)
-    else:
-        y4 = _affine(channels_last, normalized, gamma, beta)
-    return tf.cast(y4, dtype), tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset
+        return (tf.cast(y4, dtype),) + saved + (None, None)
+    return (tf.cast(_affine(channels_last, normalized, gamma, beta), dtype),) + saved + (den, normalized)
 
 
 def _affine(channels_last, t, gamma, beta):
@@ -229,19 +236,22 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
 
 @_kernel(layout_index=1)
 def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, origin, instance_offset,
-                batch_offset):
-    """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx."""
+                batch_offset, den, normalized):
+    """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx.
+
+    `den`, `normalized`: the forward pass's den and x/den, or None (see `_b_forward`).
+    """
     (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
     if compiling():
         # XLA recomputes the branches in each fused loop (cheaper than writing them out).
         branches = quotient = None
         sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
     else:
-        # Plain TensorFlow ops (the shape-generic graph): each op is a pass over x. Keeping den,
-        # x/den and x − origin from the forward pass instead measured no faster, with three
-        # x-sized tensors more held between the passes.
-        den = _denominator(kind, channels_last, x4, v, instance, batch_std)
-        normalized = x4 / den
+        # Plain TensorFlow ops (the shape-generic graph): each op is a pass over x.
+        if den is None:
+            den = _denominator(kind, channels_last, x4, v, instance, batch_std)
+        if normalized is None:
+            normalized = x4 / den
         branches = (den, den > batch_std)  # max(σ_b, r) > σ_b exactly where r > σ_b
         quotient = dy4 / den
         sums = _plain_sums(kind, channels_last, x4, dy4, normalized, den, branches[1], quotient)
