@@ -111,9 +111,18 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     return (tf.cast(_affine(channels_last, normalized, gamma, beta), dtype),) + saved + (den, normalized)
 
 
+def fused_bn_ops():
+    """Whether the plain forms may use TensorFlow's fused BN ops with ε 0: no GPU in sight.
+
+    They stand for exact products and sums only with ε 0, and cuDNN takes ε
+    of at least 1e-5. The cpu path runs on GPUs only where chosen by name.
+    """
+    return not tf.config.list_logical_devices("GPU")
+
+
 def _affine(channels_last, t, gamma, beta):
     """`t·γ + β` as plain TensorFlow ops: channels_last, one inference-mode fused BN op (mean 0, variance 1, ε 0)."""
-    if not channels_last:
+    if not (channels_last and fused_bn_ops()):
         return t * _vector(gamma, channels_last) + _vector(beta, channels_last)
     zeros, ones = tf.zeros_like(gamma), tf.ones_like(gamma)
     return tf.raw_ops.FusedBatchNormV3(x=t, scale=gamma, offset=beta, mean=zeros, variance=ones, epsilon=0.0,
@@ -149,17 +158,18 @@ def _plain_sums(kind, channels_last, x4, dy4, normalized, den, on_right, quotien
     """The sums of `_b_backward_partials` as plain TensorFlow ops, from the forward pass's den and x/den.
 
     Σ dy and Σ P come summed over the batch too (`[1, ...]`), from one
-    inference-mode fused BN gradient op (channels_last; it writes a third
-    output, dy, unused), the others per (sample, channel).
+    inference-mode fused BN gradient op (channels_last and `fused_bn_ops()`;
+    it writes a third output, dy, unused), the others per (sample, channel).
     """
-    if channels_last:
+    if channels_last and fused_bn_ops():
         ones = tf.ones(tf.shape(x4)[-1:])
         _, sum_p, sum_dy = tf.raw_ops.FusedBatchNormGradV3(
             y_backprop=dy4, x=normalized, scale=ones, reserve_space_1=ones * 0.0, reserve_space_2=ones,
             reserve_space_3=ones * 0.0, epsilon=0.0, data_format="NHWC", is_training=False)[:3]
         sum_dy, sum_p = _vector(sum_dy, True), _vector(sum_p, True)
     else:
-        sum_dy, sum_p = (tf.reduce_sum(t, axis=[0, 2, 3], keepdims=True) for t in (dy4, dy4 * normalized))
+        axes = [0, 1, 2] if channels_last else [0, 2, 3]
+        sum_dy, sum_p = (tf.reduce_sum(t, axis=axes, keepdims=True) for t in (dy4, dy4 * normalized))
     if kind == "b0":
         p_right_den = tf.where(on_right, quotient * normalized, 0.0)  # R·dy·x/den²
         terms = [p_right_den * x4, p_right_den]

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from evonorm_tf import kernels
-from evonorm_tf.kernels import cpu_launch, cpu_s_series, cpu_sums
+from evonorm_tf.kernels import cpu_b_series, cpu_launch, cpu_s_series, cpu_sums
 
 EPS = 1e-5
 CPU = kernels.Selection("cpu")
@@ -122,6 +122,21 @@ def _plain_gradients(name, x, dy):
         return _gradients(name, x, dy)
     finally:
         cpu_launch.COMPILED = True
+
+
+@pytest.mark.parametrize("name", ["b0", "b1", "b2"])
+def test_plain_b_series_without_fused_bn_ops_match_with_them(name, monkeypatch):
+    """As plain ops the B-series take γ·(x/den) + β, Σ dy and Σ dy·x/den from fused BN ops (ε 0)
+    where no GPU is in sight; the products and sums they stand for give the same values."""
+    rng = np.random.default_rng(31)
+    x = rng.normal(0.3, 1.5, size=(3, 5, 7, 8))
+    dy = np.random.default_rng(32).normal(size=x.shape)
+    fused = _plain_gradients(name, x, dy)
+    monkeypatch.setattr(cpu_b_series, "fused_bn_ops", lambda: False)
+    unfused = _plain_gradients(name, x, dy)
+    for a, b in zip(fused, unfused):
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * max(1.0, np.abs(a).max()))
 
 
 @pytest.mark.parametrize("name", ["b0", "b2", "s0", "s1", "s2"])
