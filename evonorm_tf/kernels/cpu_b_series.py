@@ -244,7 +244,7 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
             + slopes[1] * (x4 * units[1] - origin * units[1]) - offset)
 
 
-@_kernel(layout_index=1)
+@_kernel(layout_index=1, plain_only=(12, 13))
 def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, origin, instance_offset,
                 batch_offset, den, normalized):
     """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx.

@@ -29,8 +29,13 @@ COMPILE_AFTER = 3
 SIZES_PER_CONFIGURATION = 4
 
 
-def kernel(layout_index):
+def kernel(layout_index, plain_only=()):
     """Decorator: the kernel as XLA-compiled functions per static shape, or as a shape-generic graph.
+
+    `plain_only`: indices of arguments used only as plain TensorFlow ops
+    (tensors a plain-op forward pass kept, or None): compiled kernels get
+    None there, and they are no part of a compiled kernel's key, so a shape
+    compiles on the same call whether its forward pass ran compiled or not.
 
     The leading arguments of every kernel are Python values (kind,
     channels_last at `layout_index`, ...), the rest tensors. Calls are routed:
@@ -66,6 +71,7 @@ def kernel(layout_index):
             args = [tf.convert_to_tensor(a) if isinstance(a, tf.Variable) else a for a in args]
             if not COMPILED or any(_is_tensor(a) and not a.shape.is_fully_defined() for a in args):
                 return function(*args)
+            plain_args, args = args, [None if i in plain_only else a for i, a in enumerate(args)]
             key = tuple((tuple(a.shape), a.dtype) if _is_tensor(a) else a for a in args)
             if key not in compiled and tf.executing_eagerly():
                 calls[key] = calls.pop(key, 0) + 1
@@ -77,7 +83,7 @@ def kernel(layout_index):
                 if len(sizes[configuration]) <= SIZES_PER_CONFIGURATION:
                     sizes[configuration].add(key)
                 if calls[key] < COMPILE_AFTER or len(sizes[configuration]) > SIZES_PER_CONFIGURATION:
-                    return _generic(generic, function, layout_index, args)
+                    return _generic(generic, function, layout_index, plain_args)
             if key not in compiled:
                 compiled[key] = _concrete(function, args, lambda a: a.shape, jit_compile=True)
                 if len(compiled) > MAX_COMPILED:

@@ -108,3 +108,12 @@ def test_generic_graphs_are_per_channel_count(data_format):
         expected = cpu.evonorm_b_training("b0", x, ones, 0 * ones, ones, data_format=data_format)[0]
         np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-6)
         assert y.shape == x.shape
+
+
+def test_a_recurring_shape_compiles_both_b_series_directions_on_the_same_call():
+    """The B-series forward pass keeps x-sized tensors for the backward one only as plain ops:
+    they must not make the backward pass's compiled kernel wait for calls of its own."""
+    x = _input(5, 6, batch=3)
+    for _ in range(cpu_launch.COMPILE_AFTER):
+        _forward_backward(CALLS["b0"], x)
+    assert len(cpu._b_forward.compiled) == 1 and len(cpu._b_backward.compiled) == 1
