@@ -163,9 +163,10 @@ def _plain_sums(kind, channels_last, x4, dy4, normalized, den, on_right, quotien
     """
     if channels_last and fused_bn_ops():
         ones = tf.ones(tf.shape(x4)[-1:])
+        zeros = tf.zeros_like(ones)
         _, sum_p, sum_dy = tf.raw_ops.FusedBatchNormGradV3(
-            y_backprop=dy4, x=normalized, scale=ones, reserve_space_1=ones * 0.0, reserve_space_2=ones,
-            reserve_space_3=ones * 0.0, epsilon=0.0, data_format="NHWC", is_training=False)[:3]
+            y_backprop=dy4, x=normalized, scale=ones, reserve_space_1=zeros, reserve_space_2=ones,
+            reserve_space_3=zeros, epsilon=0.0, data_format="NHWC", is_training=False)[:3]
         sum_dy, sum_p = _vector(sum_dy, True), _vector(sum_p, True)
     else:
         axes = [0, 1, 2] if channels_last else [0, 2, 3]

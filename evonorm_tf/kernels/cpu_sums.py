@@ -91,6 +91,11 @@ def _channel_sum(stat):
     return tf.reshape(_batch_sum(stat), [-1])
 
 
+def _spatial_axes(channels_last):
+    """The axes of the kernels' 4-D view that hold the spatial positions."""
+    return [1, 2] if channels_last else [2, 3]
+
+
 def _spatial_count(x4, channels_last):
     shape = tf.shape(x4)
     return tf.cast(shape[1] * shape[2] if channels_last else shape[2] * shape[3], tf.float32)
@@ -152,8 +157,7 @@ def _block_sums(channels_last, *terms):
     """
     if terms[0].shape[1 if channels_last else 2] is None:
         # Shape-generic: one reduction per term, nothing x-sized stacked; `[N, 1, k, C]` or `[N, k, C, 1]`.
-        axes = [1, 2] if channels_last else [2, 3]
-        sums = tf.stack([tf.reduce_sum(t, axis=axes) for t in terms], axis=1)
+        sums = tf.stack([tf.reduce_sum(t, axis=_spatial_axes(channels_last)) for t in terms], axis=1)
         return sums[:, None] if channels_last else sums[..., None]
     if channels_last:
         return tf.reduce_sum(tf.stack(terms, axis=3), axis=2)
@@ -273,7 +277,7 @@ def _two_pass_moments(x4, channels_last, fused_norm):
     then m2 scaled (exact: powers of 2). Where any m2 is not finite (a sum
     beyond float32, or NaN) the blocked form runs instead, under a `tf.cond`.
     """
-    axes = [1, 2] if channels_last else [2, 3]
+    axes = _spatial_axes(channels_last)
     shift = tf.reduce_mean(x4, axis=axes, keepdims=True)
     centred = x4 - shift
     sum_d = tf.reduce_sum(centred, axis=axes, keepdims=True)
@@ -295,8 +299,7 @@ def mean_square(x4, channels_last):
     """
     count = _spatial_count(x4, channels_last)
     if not cpu_launch.compiling():
-        axes = [1, 2] if channels_last else [2, 3]
-        mean_x2 = tf.reduce_sum(tf.square(x4), axis=axes, keepdims=True) / count
+        mean_x2 = tf.reduce_sum(tf.square(x4), axis=_spatial_axes(channels_last), keepdims=True) / count
         return tf.cond(tf.reduce_all(tf.math.is_finite(mean_x2)),
                        lambda: (mean_x2, (mean_x2 * DOWNSCALE) * DOWNSCALE),
                        lambda: _blocked_mean_square(x4, channels_last, count))
