@@ -120,6 +120,13 @@ def test_readme_documents_slow_tests_benchmarks_and_placeholders():
     # Every benchmark script the README names exists.
     for script in re.findall(r"bench/\w+\.py", readme):
         assert os.path.exists(os.path.join(REPOSITORY, script)), script
+    # Every measurement file the README or the docs cite is in the repository.
+    docs = [readme] + [_read("docs", name) for name in sorted(os.listdir(os.path.join(REPOSITORY, "docs")))
+                       if name.endswith(".md")]
+    cited = {path for text in docs for path in re.findall(r"(?:bench|docs)/results/[\w.\-]+\.(?:txt|jsonl|json|csv)", text)}
+    assert cited, "the README and docs cite no measurement files"
+    for path in sorted(cited):
+        assert os.path.exists(os.path.join(REPOSITORY, path)), path
     # The layer table is the registry's.
     from evonorm_tf import registry
 
