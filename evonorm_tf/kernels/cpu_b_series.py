@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from evonorm_tf import arguments, statistics
 from evonorm_tf.kernels import register
-from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _widened
+from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _narrowed, _widened
 from evonorm_tf.kernels.cpu_launch import compiling
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
 from evonorm_tf.kernels.cpu_sums import (
@@ -107,8 +107,8 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     saved = (tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset)
     if compiling():
         y4 = normalized * _vector(gamma, channels_last) + _vector(beta, channels_last)
-        return (tf.cast(y4, dtype),) + saved + (None, None)
-    return (tf.cast(_affine(channels_last, normalized, gamma, beta), dtype),) + saved + (den, normalized)
+        return (_narrowed(y4, dtype),) + saved + (None, None)
+    return (_narrowed(_affine(channels_last, normalized, gamma, beta), dtype),) + saved + (den, normalized)
 
 
 def fused_bn_ops():
@@ -272,7 +272,7 @@ def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batc
         batch_offset, sums, batch_summed=branches is not None)
     dx4 = _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, slopes, units, origin,
                          offset, branches, quotient)
-    return [tf.cast(dx4, dtype)] + small
+    return [_narrowed(dx4, dtype)] + small
 
 
 def b_series(kind, x, gamma, beta, v, batch_variance, epsilon, data_format):

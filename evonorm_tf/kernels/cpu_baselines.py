@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from evonorm_tf import arguments, formulas, statistics
 from evonorm_tf.kernels import register
-from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _widened
+from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _narrowed, _widened
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
 from evonorm_tf.kernels.cpu_s_series import group_statistics
 from evonorm_tf.kernels.cpu_sums import (
@@ -64,7 +64,7 @@ def _forward(channels_last, groups, centered, epsilon, x4, gamma, beta):
     inverse, origin, offset = _statistics(channels_last, groups, centered, epsilon, x4)
     scale = inverse * _vector(gamma, channels_last)
     y4 = ((x4 - origin) - offset) * scale + _vector(beta, channels_last)
-    return tf.cast(y4, dtype), inverse, origin, offset
+    return _narrowed(y4, dtype), inverse, origin, offset
 
 
 def _per_statistic(t, groups):
@@ -91,7 +91,7 @@ def _backward(channels_last, groups, centered, x4, dy4, gamma, inverse, origin, 
     shift = inverse / count * _per_statistic(g * sum_dy, groups) if centered else tf.zeros_like(inverse)
     scale = inverse * g
     dx4 = dy4 * scale + coefficient * ((x4 * unit - origin * unit) - offset * unit) - shift
-    return tf.cast(dx4, dtype), _channel_sum(inverse * sum_dy_centred), _channel_sum(sum_dy)
+    return _narrowed(dx4, dtype), _channel_sum(inverse * sum_dy_centred), _channel_sum(sum_dy)
 
 
 def normalized_affine(x, gamma, beta, groups, epsilon, data_format, centered=True):
@@ -145,7 +145,7 @@ def filter_response_norm(x, gamma, beta, epsilon=1e-5, data_format="channels_las
 @_kernel(layout_index=0)
 def _tlu_forward(channels_last, y4, tau):
     y4, dtype = _widened(y4)
-    return tf.cast(tf.maximum(y4, _vector(tau, channels_last)), dtype)
+    return _narrowed(tf.maximum(y4, _vector(tau, channels_last)), dtype)
 
 
 @_kernel(layout_index=0)
@@ -153,7 +153,7 @@ def _tlu_backward(channels_last, y4, dy4, tau):
     (y4, _), (dy4, dtype) = _widened(y4), _widened(dy4)
     below = y4 < _vector(tau, channels_last)
     (sum_below,) = _finish(channels_last, _block_sums(channels_last, tf.where(below, dy4, 0.0)))
-    return tf.cast(tf.where(below, 0.0, dy4), dtype), _channel_sum(sum_below)
+    return _narrowed(tf.where(below, 0.0, dy4), dtype), _channel_sum(sum_below)
 
 
 def thresholded(y, tau, data_format):

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from evonorm_tf import arguments, statistics
 from evonorm_tf.kernels import register
-from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _widened
+from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _narrowed, _widened
 from evonorm_tf.kernels.cpu_launch import compiling
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
 from evonorm_tf.kernels.cpu_sums import (
@@ -50,7 +50,7 @@ def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
     x4, dtype = _widened(x4)
     inverse, origin, offset = group_statistics(channels_last, groups, centered, epsilon, x4)
     y4 = _s_output(channels_last, x4, v, inverse * _vector(gamma, channels_last), beta)
-    return tf.cast(y4, dtype), inverse, origin, offset
+    return _narrowed(y4, dtype), inverse, origin, offset
 
 
 def group_statistics(channels_last, groups, centered, epsilon, x4):
@@ -155,7 +155,7 @@ def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v_for_dx, inve
     scale, coefficient, unit, *small = _s_gradient_coefficients(channels_last, groups, with_v, count, gamma,
                                                                  inverse, sums)
     dx4 = _s_backward_dx(channels_last, x4, dy4, v_for_dx, scale, coefficient, unit, origin, offset, sigmoid)
-    return [tf.cast(dx4, dtype)] + small
+    return [_narrowed(dx4, dtype)] + small
 
 
 def s_series(x, gamma, beta, v, groups, epsilon, data_format, centered=True):

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from evonorm_tf import kernels
-from evonorm_tf.kernels import cpu_b_series, cpu_launch, cpu_s_series, cpu_sums
+from evonorm_tf.kernels import cpu_b_series, cpu_dtypes, cpu_launch, cpu_s_series, cpu_sums
 
 EPS = 1e-5
 CPU = kernels.Selection("cpu")
@@ -202,6 +202,27 @@ def test_materialized_keeps_every_bit(size):
     got = tf.function(cpu_sums._materialized, jit_compile=True)(tf.constant(values)).numpy()
     assert got.shape == values.shape
     assert got.tobytes() == values.tobytes()
+
+
+def test_rounded_to_bfloat16_is_the_cast_bit_for_bit():
+    """The kernels' float32 → bfloat16 rounding by integer operations gives TensorFlow's cast, bit for bit.
+
+    Random bit patterns (every exponent: denormals, ties, the largest values
+    rounding to inf) and the edge cases; NaN stays NaN with its sign.
+    """
+    rng = np.random.default_rng(27)
+    edges = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7F7FFFFF, 0xFF7FFFFF, 0x00000001, 0x00008000,
+                      0x00018000, 0x3F808000, 0x3F818000, 0x3F807FFF, 0x3F80FFFF, 0x7FC00000, 0xFFC00001,
+                      0x7F800001, 0x7F80FFFF], np.uint32)
+    bits = np.concatenate([edges, rng.integers(0, 2**32, size=1 << 18, dtype=np.uint64).astype(np.uint32)])
+    x = tf.constant(bits.view(np.float32))
+    compiled = tf.function(cpu_dtypes._rounded_to_bfloat16, jit_compile=True, autograph=False)
+    got = tf.bitcast(compiled(x), tf.uint16).numpy()
+    want = tf.bitcast(tf.cast(x, tf.bfloat16), tf.uint16).numpy()
+    nan = np.isnan(bits.view(np.float32))
+    np.testing.assert_array_equal(got[~nan], want[~nan])
+    assert np.all((got[nan] & 0x7F80) == 0x7F80) and np.all(got[nan] & 0x007F)  # NaN: exponent all ones, payload
+    np.testing.assert_array_equal(got[nan] >> 15, bits[nan] >> 31)  # and its sign
 
 
 def _x_sized_casts(graph, shape):
