@@ -40,6 +40,7 @@ from evonorm_tf.kernels.cpu_sums import (
     _block_sums,
     _channel_sum,
     _finish,
+    _spatial_axes,
     _spatial_count,
     _unit,
     _vector,
@@ -169,7 +170,7 @@ def _plain_sums(kind, channels_last, x4, dy4, normalized, den, on_right, quotien
             reserve_space_3=zeros, epsilon=0.0, data_format="NHWC", is_training=False)[:3]
         sum_dy, sum_p = _vector(sum_dy, True), _vector(sum_p, True)
     else:
-        axes = [0, 1, 2] if channels_last else [0, 2, 3]
+        axes = [0] + _spatial_axes(channels_last)
         sum_dy, sum_p = (tf.reduce_sum(t, axis=axes, keepdims=True) for t in (dy4, dy4 * normalized))
     if kind == "b0":
         p_right_den = tf.where(on_right, quotient * normalized, 0.0)  # R·dy·x/den²
