@@ -77,6 +77,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["evonorm_tf", "evonorm_tf.*"]),
+    # The native ops' source, compiled on first use (evonorm_tf/kernels/native.py).
+    package_data={"evonorm_tf.kernels": ["native_ops.cc"]},
     python_requires=">=3.10",
     install_requires=[
         # The layer library: what `import evonorm_tf` needs, nothing more. TF 2.20

@@ -29,7 +29,7 @@ with c_i, c_b, k per (sample, channel). (On the instance branch 1 − x·∂r/�
 import tensorflow as tf
 
 from evonorm_tf import arguments, statistics
-from evonorm_tf.kernels import register
+from evonorm_tf.kernels import native, register
 from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _narrowed, _widened
 from evonorm_tf.kernels.cpu_launch import compiling
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
@@ -76,7 +76,9 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
     nothing more). XLA recomputes them inside its fused loops, for less than
     writing them out.
     """
-    x4, dtype = _widened(x4)
+    use_native = not compiling() and native.available(channels_last)
+    if not use_native:
+        x4, dtype = _widened(x4)
     count = _spatial_count(x4, channels_last)
     training = given_variance is None
     if kind == "b0" or training:
@@ -103,9 +105,11 @@ def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance)
         variance = _vector(given_variance, channels_last)
         batch_offset = tf.zeros_like(variance)
         batch_std = tf.sqrt(variance + epsilon)
+    saved = (tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset)
+    if use_native:
+        return (native.b_output(kind, x4, v, instance, batch_std, gamma, beta),) + saved + (None, None)
     den = _denominator(kind, channels_last, x4, v, instance, batch_std)
     normalized = x4 / den
-    saved = (tf.reshape(variance, [-1]), instance, batch_std, origin, instance_offset, batch_offset)
     if compiling():
         y4 = normalized * _vector(gamma, channels_last) + _vector(beta, channels_last)
         return (_narrowed(y4, dtype),) + saved + (None, None)
@@ -253,6 +257,14 @@ def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batc
 
     `den`, `normalized`: the forward pass's den and x/den, or None (see `_b_forward`).
     """
+    if not compiling() and native.available(channels_last):
+        sums = native.b_backward_sums(kind, x4, dy4, v, instance, batch_std)
+        count, batch = _spatial_count(x4, channels_last), tf.cast(tf.shape(x4)[0], tf.float32)
+        slopes, units, offset, *small = _b_gradient_coefficients(
+            kind, channels_last, training, count, batch, gamma, v, instance, batch_std, origin, instance_offset,
+            batch_offset, sums)
+        return [native.b_backward_dx(kind, x4, dy4, v, instance, batch_std, gamma, slopes, units, origin,
+                                     offset)] + small
     (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
     if compiling():
         # XLA recomputes the branches in each fused loop (cheaper than writing them out).

@@ -13,7 +13,7 @@ SigmoidGrad.
 import tensorflow as tf
 
 from evonorm_tf import arguments, statistics
-from evonorm_tf.kernels import register
+from evonorm_tf.kernels import native, register
 from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _narrowed, _widened
 from evonorm_tf.kernels.cpu_launch import compiling
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
@@ -47,6 +47,9 @@ def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
     One kernel: statistics, group statistics (per group, repeated over the
     channels by `_from_groups`), then one pass writing y (in x's dtype).
     """
+    if not compiling() and native.available(channels_last):
+        inverse, origin, offset = group_statistics(channels_last, groups, centered, epsilon, x4)
+        return native.s_output(x4, v, inverse * _vector(gamma, channels_last), beta), inverse, origin, offset
     x4, dtype = _widened(x4)
     inverse, origin, offset = group_statistics(channels_last, groups, centered, epsilon, x4)
     y4 = _s_output(channels_last, x4, v, inverse * _vector(gamma, channels_last), beta)
@@ -145,13 +148,18 @@ def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v_for_dx, inve
     at x's size for the second pass (one x-sized write and read more, slower
     than evaluating it twice).
     """
+    count = _spatial_count(x4, channels_last)
+    if not compiling() and native.available(channels_last):
+        sums = native.s_backward_sums(x4, dy4, v)
+        scale, coefficient, unit, *small = _s_gradient_coefficients(
+            channels_last, groups, with_v, count, gamma, inverse, sums if with_v else sums[:2])
+        return [native.s_backward_dx(x4, dy4, v_for_dx, scale, coefficient, unit, origin, offset)] + small
     (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
     # Plain TensorFlow ops: σ(v·x) once, as one x-sized tensor, for both passes.
     sigmoid = None if compiling() else _sigmoid(channels_last, x4, v)
     sums = _finish(channels_last, _s_backward_partials(channels_last, with_v, x4, dy4, v, sigmoid))
     if len(sums) == 4:
         sums = sums[:2] + sums[3:]  # complex terms: Σdy, Σdy·f, Σdy·x²·σ' (the 0 dropped)
-    count = _spatial_count(x4, channels_last)
     scale, coefficient, unit, *small = _s_gradient_coefficients(channels_last, groups, with_v, count, gamma,
                                                                  inverse, sums)
     dx4 = _s_backward_dx(channels_last, x4, dy4, v_for_dx, scale, coefficient, unit, origin, offset, sigmoid)

@@ -6,7 +6,7 @@ through a matmul) is explained in the docstring of `evonorm_tf.kernels.cpu`.
 
 import tensorflow as tf
 
-from evonorm_tf.kernels import cpu_launch
+from evonorm_tf.kernels import cpu_launch, native
 from evonorm_tf.statistics import DOWNSCALE
 
 # -- layout -------------------------------------------------------------------------
@@ -248,6 +248,8 @@ def channel_moments(x4, channels_last, fused_norm=False):
     `_two_pass_moments` (which takes `fused_norm`).
     """
     if not cpu_launch.compiling():
+        if native.available(channels_last):
+            return native.channel_moments(x4)
         return _two_pass_moments(x4, channels_last, fused_norm)
     return _shifted_moments(x4, channels_last)
 
@@ -298,6 +300,8 @@ def mean_square(x4, channels_last):
     As plain TensorFlow ops the second is x²'s scaled (one pass fewer) where all of those are finite.
     """
     count = _spatial_count(x4, channels_last)
+    if not cpu_launch.compiling() and native.available(channels_last):
+        return native.mean_square(x4)
     if not cpu_launch.compiling():
         mean_x2 = tf.reduce_sum(tf.square(x4), axis=_spatial_axes(channels_last), keepdims=True) / count
         return tf.cond(tf.reduce_all(tf.math.is_finite(mean_x2)),

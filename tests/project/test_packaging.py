@@ -272,6 +272,13 @@ def test_build_globs_every_subpackage_and_requires_the_stack():
     assert os.path.exists(os.path.join(REPOSITORY, "tests", "pytest_main.py"))
 
 
+def test_native_ops_source_ships_with_the_package():
+    """The C++ source that `evonorm_tf.kernels.native` compiles on first use is in the wheel and the Bazel target."""
+    assert os.path.exists(os.path.join(REPOSITORY, "evonorm_tf", "kernels", "native_ops.cc"))
+    assert _setup_metadata()["package_data"] == {"evonorm_tf.kernels": ["native_ops.cc"]}
+    assert 'data = ["evonorm_tf/kernels/native_ops.cc"]' in _read("BUILD")
+
+
 def test_bazel_module_pins_every_requirement():
     module = _read("MODULE.bazel")
     assert 'requirements_lock = "//:requirements_lock.txt"' in module and 'hub_name = "pip"' in module
