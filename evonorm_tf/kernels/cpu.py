@@ -46,7 +46,9 @@ makes them fast on CPU (each point measured, see `bench/layers.py`):
    `evonorm_tf.kernels.cpu_launch`: kernels hidden from gradient tapes,
    compiled per static shape only once a shape recurs, a bounded cache,
    shape-generic graphs otherwise; inside a compiled model they are inlined.
-   Layout and sums are in `evonorm_tf.kernels.cpu_sums`.
+   In a shape-generic graph the passes over x are native TensorFlow ops
+   (`evonorm_tf.kernels.native`, channels_last): one pass each, as in the
+   compiled kernels. Layout and sums are in `evonorm_tf.kernels.cpu_sums`.
 
 The B-series kernels are in `evonorm_tf.kernels.cpu_b_series`, the S-series
 ones in `evonorm_tf.kernels.cpu_s_series` (each with its derivations); the

@@ -271,7 +271,7 @@ def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batc
         branches = quotient = None
         sums = _finish(channels_last, _b_backward_partials(kind, channels_last, x4, dy4, v, instance, batch_std))
     else:
-        # Plain TensorFlow ops (the shape-generic graph): each op is a pass over x.
+        # Plain TensorFlow ops (the shape-generic graph without native ops): each op is a pass over x.
         if den is None:
             den = _denominator(kind, channels_last, x4, v, instance, batch_std)
         if normalized is None:

@@ -7,7 +7,9 @@ inside `tf.custom_gradient`s, and a taped input would make TensorFlow compile
 a variant that also returns every intermediate. Compiling costs far more than
 running at small sizes, so shapes that come and go (a new image size at every
 call) run a shape-generic graph instead; see `kernel`. `COMPILED = False` runs
-the same code as plain TF ops.
+the same code as plain TF ops. In the shape-generic graph the passes over
+channels_last x are the native ops of `evonorm_tf.kernels.native` (compiled
+once per machine, not per shape), the small statistics TensorFlow ops.
 """
 
 import collections

@@ -151,6 +151,13 @@ def _stat(t):
     return t[:, None, None, :]
 
 
+def _alike(x4, dy4):
+    """x and dy in one dtype: as they are, or (dy in another dtype than x's) both widened to float32, exactly."""
+    if x4.dtype == dy4.dtype:
+        return x4, dy4
+    return tf.cast(x4, tf.float32), tf.cast(dy4, tf.float32)
+
+
 def channel_moments(x4):
     """`cpu_sums.channel_moments` of channels_last `x4` in one pass: stat-shaped (shift, mean_delta, m2, m2_small)."""
     return tuple(_stat(t) for t in _ops().evonorm_channel_moments(_rows(x4)))
@@ -169,14 +176,17 @@ def s_output(x4, v, scale, beta):
 
 def s_backward_sums(x4, dy4, v):
     """Stat-shaped Σ dy, Σ dy·f, Σ dy·f·x·(1 − σ) with f = x·σ(v·x)."""
+    x4, dy4 = _alike(x4, dy4)
     return [_stat(t) for t in _ops().evonorm_s_backward_sums(_rows(x4), _rows(dy4), _vector(v))]
 
 
 def s_backward_dx(x4, dy4, v, scale, coefficient, unit, origin, offset):
     """`dy·scale·σ·(1 + z·(1 − σ)) + coefficient·((x·unit − origin·unit) − offset·unit)` in x's dtype."""
-    batch = tf.shape(x4)[0]
+    batch, dtype = tf.shape(x4)[0], x4.dtype
     stats = [_matrix(t, batch) for t in (scale, coefficient, unit, origin, offset)]
-    return tf.reshape(_ops().evonorm_s_backward_dx(_rows(x4), _rows(dy4), _vector(v), *stats), tf.shape(x4))
+    x4, dy4 = _alike(x4, dy4)
+    dx = _ops().evonorm_s_backward_dx(_rows(x4), _rows(dy4), _vector(v), *stats)
+    return tf.cast(tf.reshape(dx, tf.shape(x4)), dtype)
 
 
 def b_output(kind, x4, v, instance, batch_std, gamma, beta):
@@ -188,6 +198,7 @@ def b_output(kind, x4, v, instance, batch_std, gamma, beta):
 
 def b_backward_sums(kind, x4, dy4, v, instance, batch_std):
     """Stat-shaped Σ dy, Σ P and the B-series' branch sums (`cpu_b_series._b_backward_partials`)."""
+    x4, dy4 = _alike(x4, dy4)
     sums = _ops().evonorm_b_backward_sums(_rows(x4), _rows(dy4), _vector(v), _matrix(instance, tf.shape(x4)[0]),
                                           _vector(batch_std), kind=kind)
     return [_stat(t) for t in sums[:3 if kind == "b1" else 4]]
@@ -195,8 +206,9 @@ def b_backward_sums(kind, x4, dy4, v, instance, batch_std):
 
 def b_backward_dx(kind, x4, dy4, v, instance, batch_std, gamma, slopes, units, origin, offset):
     """The B-series dx (`cpu_b_series._b_backward_dx`) in x's dtype."""
-    batch = tf.shape(x4)[0]
+    batch, dtype = tf.shape(x4)[0], x4.dtype
     stats = [_matrix(t, batch) for t in (*slopes, *units, origin, offset)]
+    x4, dy4 = _alike(x4, dy4)
     dx = _ops().evonorm_b_backward_dx(_rows(x4), _rows(dy4), _vector(v), _matrix(instance, batch),
                                       _vector(batch_std), _vector(gamma), *stats, kind=kind)
-    return tf.reshape(dx, tf.shape(x4))
+    return tf.cast(tf.reshape(dx, tf.shape(x4)), dtype)
