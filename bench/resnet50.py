@@ -23,6 +23,7 @@ a `LossScaleOptimizer`). `--size 64` for the smaller images.
     python bench/resnet50.py --iters 2 --repeats 10   # finer interleaving on a noisy machine
     python bench/resnet50.py --inter-op 1   # one op at a time (TensorFlow's default runs independent ops side by side)
     python bench/resnet50.py --policy mixed_bfloat16 --iters 2 --repeats 8
+    python bench/resnet50.py --cpu-kernels native   # the native ops at static shapes too (not the default)
 """
 
 import argparse
@@ -40,6 +41,7 @@ import tf_keras  # noqa: E402
 
 import memory  # noqa: E402  (bench/memory.py)
 from evonorm_tf import kernels  # noqa: E402
+from evonorm_tf.kernels import cpu_launch  # noqa: E402
 from evonorm_tf import tf_keras as evonorm  # noqa: E402
 
 # `<norm>@<path>`: the model built on kernel path `<path>` (cpu, portable, reference).
@@ -114,7 +116,11 @@ def main():
                         help="TensorFlow inter-op threads (0: TensorFlow's default, one per core)")
     parser.add_argument("--policy", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",
                         help="tf_keras global dtype policy of the models")
+    parser.add_argument("--cpu-kernels", choices=("xla", "native"), default="xla",
+                        help="the cpu path at static shapes: its XLA kernels (the default), or the shape-generic "
+                             "graph with the native ops (evonorm_tf.kernels.native), for comparison")
     args = parser.parse_args()
+    cpu_launch.COMPILED = args.cpu_kernels == "xla"
     tf_keras.mixed_precision.set_global_policy(args.policy)
     if args.inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
@@ -126,7 +132,8 @@ def main():
     labels = tf.random.uniform([args.batch], 0, 1000, dtype=tf.int32, seed=2)
     load = os.getloadavg()
     print(f"# pre-activation ResNet-50, batch {args.batch}, {args.size}², policy {args.policy}, XLA {args.xla}, "
-          f"inter-op threads {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}; "
+          f"inter-op threads {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}, "
+          f"cpu kernels {args.cpu_kernels}; "
           f"{args.repeats}×{args.iters} timed steps per norm; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     steps, times, peaks, losses = {}, {n: [] for n in norms}, {}, {}
     round_medians = {n: [] for n in norms}

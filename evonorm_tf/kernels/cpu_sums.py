@@ -300,9 +300,9 @@ def mean_square(x4, channels_last):
     As plain TensorFlow ops the second is x²'s scaled (one pass fewer) where all of those are finite.
     """
     count = _spatial_count(x4, channels_last)
-    if not cpu_launch.compiling() and native.available(channels_last):
-        return native.mean_square(x4)
     if not cpu_launch.compiling():
+        if native.available(channels_last):
+            return native.mean_square(x4)
         mean_x2 = tf.reduce_sum(tf.square(x4), axis=_spatial_axes(channels_last), keepdims=True) / count
         return tf.cond(tf.reduce_all(tf.math.is_finite(mean_x2)),
                        lambda: (mean_x2, (mean_x2 * DOWNSCALE) * DOWNSCALE),

@@ -81,6 +81,8 @@ def build():
 
     Raises RuntimeError naming the compiler's error where it fails.
     """
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError(f"the native ops are built on Linux only, not on {sys.platform}")
     compiler = _compiler()
     path = _library_path(compiler)
     if os.path.exists(path):
@@ -92,7 +94,11 @@ def build():
             handle, partial = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
             os.close(handle)
             command = [compiler, _SOURCE, "-o", partial] + _flags()
-            result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+            try:
+                result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+            except subprocess.TimeoutExpired as error:
+                os.remove(partial)
+                raise RuntimeError(f"{compiler} took over {error.timeout:.0f} s on {_SOURCE}") from error
             if result.returncode:
                 os.remove(partial)
                 errors = [line for line in result.stderr.splitlines() if "error" in line] or [result.stderr[-500:]]
@@ -126,7 +132,7 @@ def available(channels_last):
     and the TFLite converter, which saves first) keep the plain TensorFlow
     ops, so that they load and convert without this library.
     """
-    if not channels_last or save_context.in_save_context() or not sys.platform.startswith("linux"):
+    if not channels_last or save_context.in_save_context():
         return False
     return _ops() is not None
 
