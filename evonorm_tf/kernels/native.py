@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 import tensorflow as tf
 from tensorflow.python.saved_model import save_context
@@ -40,6 +41,7 @@ CACHE_ENV = "EVONORM_TF_CACHE"
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native_ops.cc")
 _VALUES = ("auto", "0", "1")
 _state = {}
+_LOCK = threading.Lock()
 
 
 def _mode():
@@ -112,17 +114,18 @@ def _ops():
     mode = _mode()
     if mode == "0":
         return None
-    if "module" not in _state:
-        try:
-            _state["module"] = tf.load_op_library(build())
-        except (RuntimeError, OSError, tf.errors.NotFoundError) as error:
-            if mode == "1":
-                raise
-            logging.getLogger("evonorm_tf").warning(
-                "evonorm_tf: native kernels unavailable (%s); shapes not compiled by XLA run as plain TensorFlow "
-                "ops (slower). %s=0 silences this.", str(error).splitlines()[0], ENV)
-            _state["module"] = None
-    return _state["module"]
+    with _LOCK:  # one build and load per process, whichever thread traces first
+        if "module" not in _state:
+            try:
+                _state["module"] = tf.load_op_library(build())
+            except (RuntimeError, OSError, tf.errors.NotFoundError) as error:
+                if mode == "1":
+                    raise
+                logging.getLogger("evonorm_tf").warning(
+                    "evonorm_tf: native kernels unavailable (%s); shapes not compiled by XLA run as plain "
+                    "TensorFlow ops (slower). %s=0 silences this.", str(error).splitlines()[0], ENV)
+                _state["module"] = None
+        return _state["module"]
 
 
 def available(channels_last):
