@@ -13,7 +13,7 @@ ones keep the plain TensorFlow ops.
 
 The source is compiled once per machine and TensorFlow version, on first
 use, with the C++ compiler TensorFlow's own flags name (`tf.sysconfig`), into
-`$EVONORM_TF_CACHE` (default `~/.cache/evonorm_tf`); a few seconds. Where it
+`$EVONORM_TF_CACHE` (default `~/.cache/evonorm_tf`); about 15 s. Where it
 cannot be built (no compiler), one warning names why and the plain
 TensorFlow ops run instead; `EVONORM_TF_NATIVE=0` turns the ops off,
 `EVONORM_TF_NATIVE=1` makes a failed build an error.
