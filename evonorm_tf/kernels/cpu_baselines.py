@@ -21,14 +21,16 @@ statistics' shift; the group sums are combinations of those.
 
 TLU, `max(y, τ)`, is one kernel each way too: its gradient is `dy` where
 `y ≥ τ` (TensorFlow's tie rule for `maximum`), `dτ = Σ dy` where `y < τ`. The
-activations after GN stay TensorFlow ops.
+activations after GN stay TensorFlow ops. At shapes XLA does not compile, the
+passes over channels_last x are native ops (`evonorm_tf.kernels.native`).
 """
 
 import tensorflow as tf
 
 from evonorm_tf import arguments, formulas, statistics
-from evonorm_tf.kernels import register
+from evonorm_tf.kernels import native, register
 from evonorm_tf.kernels.cpu_dtypes import _activations, _float32, _narrowed, _widened
+from evonorm_tf.kernels.cpu_launch import compiling
 from evonorm_tf.kernels.cpu_launch import kernel as _kernel
 from evonorm_tf.kernels.cpu_s_series import group_statistics
 from evonorm_tf.kernels.cpu_sums import (
@@ -60,6 +62,10 @@ def _statistics(channels_last, groups, centered, epsilon, x4):
 @_kernel(layout_index=0)
 def _forward(channels_last, groups, centered, epsilon, x4, gamma, beta):
     """y (x's dtype) and `(inverse, origin, offset)`: statistics, then one pass writing y."""
+    if not compiling() and native.available(channels_last):
+        inverse, origin, offset = _statistics(channels_last, groups, centered, epsilon, x4)
+        y4 = native.affine(x4, origin, offset, inverse * _vector(gamma, channels_last), beta)
+        return y4, inverse, origin, offset
     x4, dtype = _widened(x4)
     inverse, origin, offset = _statistics(channels_last, groups, centered, epsilon, x4)
     scale = inverse * _vector(gamma, channels_last)
@@ -77,8 +83,12 @@ def _per_statistic(t, groups):
 @_kernel(layout_index=0)
 def _backward(channels_last, groups, centered, x4, dy4, gamma, inverse, origin, offset):
     """dx (x's dtype), dγ, dβ in one kernel: two sums, their coefficients, one pass writing dx."""
-    (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
-    sum_dy, sum_dy_x = _finish(channels_last, _block_sums(channels_last, dy4, dy4 * (x4 - origin)))
+    use_native = not compiling() and native.available(channels_last)
+    if use_native:
+        sum_dy, sum_dy_x = native.affine_backward_sums(x4, dy4, origin)
+    else:
+        (x4, dtype), (dy4, _) = _widened(x4), _widened(dy4)
+        sum_dy, sum_dy_x = _finish(channels_last, _block_sums(channels_last, dy4, dy4 * (x4 - origin)))
     g = _vector(gamma, channels_last)
     sum_dy_centred = sum_dy_x - offset * sum_dy  # Σ dy·(x − centre)
     count = _spatial_count(x4, channels_last)
@@ -90,8 +100,11 @@ def _backward(channels_last, groups, centered, x4, dy4, gamma, inverse, origin, 
     coefficient = -_per_statistic(g * sum_dy_centred, groups) * inverse * inverse * (inverse / unit) / count
     shift = inverse / count * _per_statistic(g * sum_dy, groups) if centered else tf.zeros_like(inverse)
     scale = inverse * g
+    small = (_channel_sum(inverse * sum_dy_centred), _channel_sum(sum_dy))
+    if use_native:
+        return (native.affine_backward_dx(x4, dy4, scale, coefficient, unit, origin, offset, shift),) + small
     dx4 = dy4 * scale + coefficient * ((x4 * unit - origin * unit) - offset * unit) - shift
-    return _narrowed(dx4, dtype), _channel_sum(inverse * sum_dy_centred), _channel_sum(sum_dy)
+    return (_narrowed(dx4, dtype),) + small
 
 
 def normalized_affine(x, gamma, beta, groups, epsilon, data_format, centered=True):

@@ -33,8 +33,9 @@ import threading
 import tensorflow as tf
 from tensorflow.python.saved_model import save_context
 
-__all__ = ["CACHE_ENV", "ENV", "available", "b_backward_dx", "b_backward_sums", "b_output", "build",
-           "channel_moments", "mean_square", "s_backward_dx", "s_backward_sums", "s_output"]
+__all__ = ["CACHE_ENV", "ENV", "affine", "affine_backward_dx", "affine_backward_sums", "available",
+           "b_backward_dx", "b_backward_sums", "b_output", "build", "channel_moments", "mean_square",
+           "s_backward_dx", "s_backward_sums", "s_output"]
 
 ENV = "EVONORM_TF_NATIVE"
 CACHE_ENV = "EVONORM_TF_CACHE"
@@ -195,6 +196,29 @@ def s_backward_dx(x4, dy4, v, scale, coefficient, unit, origin, offset):
     stats = [_matrix(t, batch) for t in (scale, coefficient, unit, origin, offset)]
     x4, dy4 = _alike(x4, dy4)
     dx = _ops().evonorm_s_backward_dx(_rows(x4), _rows(dy4), _vector(v), *stats)
+    return tf.cast(tf.reshape(dx, tf.shape(x4)), dtype)
+
+
+def affine(x4, origin, offset, scale, beta):
+    """GroupNorm's and FRN's `((x − origin) − offset)·scale + β` in x's dtype; β `[C]`-sized."""
+    batch = tf.shape(x4)[0]
+    stats = [_matrix(t, batch) for t in (origin, offset, scale)]
+    return tf.reshape(_ops().evonorm_affine(_rows(x4), *stats, _vector(beta)), tf.shape(x4))
+
+
+def affine_backward_sums(x4, dy4, origin):
+    """Stat-shaped Σ dy and Σ dy·(x − origin)."""
+    x4, dy4 = _alike(x4, dy4)
+    return [_stat(t) for t in _ops().evonorm_affine_backward_sums(_rows(x4), _rows(dy4),
+                                                                 _matrix(origin, tf.shape(x4)[0]))]
+
+
+def affine_backward_dx(x4, dy4, scale, coefficient, unit, origin, offset, shift):
+    """`dy·scale + coefficient·((x·unit − origin·unit) − offset·unit) − shift` in x's dtype."""
+    batch, dtype = tf.shape(x4)[0], x4.dtype
+    stats = [_matrix(t, batch) for t in (scale, coefficient, unit, origin, offset, shift)]
+    x4, dy4 = _alike(x4, dy4)
+    dx = _ops().evonorm_affine_backward_dx(_rows(x4), _rows(dy4), *stats)
     return tf.cast(tf.reshape(dx, tf.shape(x4)), dtype)
 
 

@@ -448,6 +448,141 @@ class SBackwardDxOp : public OpKernel {
   }
 };
 
+// The loops of the GroupNorm and FRN passes over a block (functions of their own, see BSumTerms).
+void AffineBlock(const float* __restrict x, const float* __restrict origin, const float* __restrict offset,
+                 const float* __restrict scale, const float* __restrict beta, int64_t rows, int64_t channels,
+                 float* __restrict out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t i = r * channels + c;
+      out[i] = ((x[i] - origin[c]) - offset[c]) * scale[c] + beta[c];
+    }
+  }
+}
+
+void CentredProducts(const float* __restrict x, const float* __restrict dy, const float* __restrict origin,
+                     int64_t rows, int64_t channels, float* __restrict out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t i = r * channels + c;
+      out[i] = dy[i] * (x[i] - origin[c]);
+    }
+  }
+}
+
+// `stats`: scale, coefficient, unit, origin, offset, shift.
+void AffineDxBlock(const float* __restrict x, const float* __restrict dy, const float* const* stats, int64_t rows,
+                   int64_t channels, float* __restrict out) {
+  const float *__restrict scale = stats[0], *__restrict coefficient = stats[1], *__restrict unit = stats[2],
+              *__restrict origin = stats[3], *__restrict offset = stats[4], *__restrict shift = stats[5];
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t i = r * channels + c;
+      out[i] = dy[i] * scale[c] + coefficient[c] * ((x[i] * unit[c] - origin[c] * unit[c]) - offset[c] * unit[c]) -
+               shift[c];
+    }
+  }
+}
+
+// -- GroupNorm and FRN: x̂·γ + β, x̂ = ((x − origin) − offset)·ρ⁻¹ ----------------------------
+
+// y = ((x − origin) − offset)·scale + β; origin, offset, scale [N, C], β [C].
+template <typename T>
+class AffineOp : public OpKernel {
+ public:
+  explicit AffineOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor& x = context->input(0);
+    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
+    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
+    const char* names[] = {"origin", "offset", "scale"};
+    const float* stats[3];
+    for (int i = 0; i < 3; ++i) {
+      OP_REQUIRES_OK(context, CheckStat(context->input(1 + i), batch, channels, names[i]));
+      stats[i] = context->input(1 + i).flat<float>().data();
+    }
+    OP_REQUIRES_OK(context, CheckVector(context->input(4), channels, "beta"));
+    const float* beta = context->input(4).flat<float>().data();
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &y));
+    const T* xs = x.flat<T>().data();
+    T* ys = y->flat<T>().data();
+    ForBlocks(context, batch, spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
+      Scratch buffer(2, rows * channels);
+      const float* xb = Widened(xs + offset, rows * channels, buffer[0]);
+      const int64_t at = n * channels;
+      float* out = Target(ys + offset, buffer[1]);
+      AffineBlock(xb, stats[0] + at, stats[1] + at, stats[2] + at, beta, rows, channels, out);
+      Narrowed(out, rows * channels, ys + offset);
+    });
+  }
+};
+
+// Per (sample, channel): Σ dy, Σ dy·(x − origin); origin [N, C].
+template <typename T>
+class AffineBackwardSumsOp : public OpKernel {
+ public:
+  explicit AffineBackwardSumsOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor &x = context->input(0), &dy = context->input(1), &origin = context->input(2);
+    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
+    OP_REQUIRES_OK(context, CheckLike(dy, x));
+    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
+    OP_REQUIRES_OK(context, CheckStat(origin, batch, channels, "origin"));
+    const T *xs = x.flat<T>().data(), *dys = dy.flat<T>().data();
+    const float* origins = origin.flat<float>().data();
+    auto sums = SumBlocks(context, batch, spatial, channels, 2,
+                          [&](int64_t n, int64_t offset, int64_t rows, double* sums) {
+      const int64_t count = rows * channels;
+      Scratch buffer(3, count);
+      const float* xb = Widened(xs + offset, count, buffer[0]);
+      const float* dyb = Widened(dys + offset, count, buffer[1]);
+      CentredProducts(xb, dyb, origins + n * channels, rows, channels, buffer[2]);
+      AddRows(dyb, rows, channels, sums);
+      AddRows(buffer[2], rows, channels, sums + channels);
+    });
+    WriteSums(context, sums, batch, channels, 2);
+  }
+};
+
+// dx = dy·scale + coefficient·((x·unit − origin·unit) − offset·unit) − shift; every coefficient [N, C].
+template <typename T>
+class AffineBackwardDxOp : public OpKernel {
+ public:
+  explicit AffineBackwardDxOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    const Tensor &x = context->input(0), &dy = context->input(1);
+    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
+    OP_REQUIRES_OK(context, CheckLike(dy, x));
+    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
+    const char* names[] = {"scale", "coefficient", "unit", "origin", "offset", "shift"};
+    const float* stats[6];
+    for (int i = 0; i < 6; ++i) {
+      OP_REQUIRES_OK(context, CheckStat(context->input(2 + i), batch, channels, names[i]));
+      stats[i] = context->input(2 + i).flat<float>().data();
+    }
+    Tensor* dx = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &dx));
+    const T *xs = x.flat<T>().data(), *dys = dy.flat<T>().data();
+    T* dxs = dx->flat<T>().data();
+    ForBlocks(context, batch, spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
+      const int64_t count = rows * channels;
+      Scratch buffer(3, count);
+      const float* xb = Widened(xs + offset, count, buffer[0]);
+      const float* dyb = Widened(dys + offset, count, buffer[1]);
+      const int64_t at = n * channels;
+      const float* block_stats[] = {stats[0] + at, stats[1] + at, stats[2] + at,
+                                    stats[3] + at, stats[4] + at, stats[5] + at};
+      float* out = Target(dxs + offset, buffer[2]);
+      AffineDxBlock(xb, dyb, block_stats, rows, channels, out);
+      Narrowed(out, count, dxs + offset);
+    });
+  }
+};
+
 // -- B-series ----------------------------------------------------------------------
 
 // r of one element: B0 v·x + σ_i, B1 (x + 1)·ρ, B2 ρ − x.
@@ -734,6 +869,44 @@ REGISTER_OP("EvonormSBackwardDx")
       return absl::OkStatus();
     });
 
+REGISTER_OP("EvonormAffine")
+    .Input("x: T")
+    .Input("origin: float")
+    .Input("offset: float")
+    .Input("scale: float")
+    .Input("beta: float")
+    .Output("y: T")
+    .Attr(EVONORM_TYPES)
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("EvonormAffineBackwardSums")
+    .Input("x: T")
+    .Input("dy: T")
+    .Input("origin: float")
+    .Output("sum_dy: float")
+    .Output("sum_dy_x: float")
+    .Attr(EVONORM_TYPES)
+    .SetShapeFn([](InferenceContext* c) { return StatShape(c, 2); });
+
+REGISTER_OP("EvonormAffineBackwardDx")
+    .Input("x: T")
+    .Input("dy: T")
+    .Input("scale: float")
+    .Input("coefficient: float")
+    .Input("unit: float")
+    .Input("origin: float")
+    .Input("offset: float")
+    .Input("shift: float")
+    .Output("dx: T")
+    .Attr(EVONORM_TYPES)
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return absl::OkStatus();
+    });
+
 REGISTER_OP("EvonormBOutput")
     .Input("x: T")
     .Input("v: float")
@@ -793,6 +966,9 @@ REGISTER_OP("EvonormBBackwardDx")
   EVONORM_REGISTER("EvonormSOutput", SOutputOp, T);                    \
   EVONORM_REGISTER("EvonormSBackwardSums", SBackwardSumsOp, T);        \
   EVONORM_REGISTER("EvonormSBackwardDx", SBackwardDxOp, T);            \
+  EVONORM_REGISTER("EvonormAffine", AffineOp, T);                      \
+  EVONORM_REGISTER("EvonormAffineBackwardSums", AffineBackwardSumsOp, T); \
+  EVONORM_REGISTER("EvonormAffineBackwardDx", AffineBackwardDxOp, T);  \
   EVONORM_REGISTER("EvonormBOutput", BOutputOp, T);                    \
   EVONORM_REGISTER("EvonormBBackwardSums", BBackwardSumsOp, T);        \
   EVONORM_REGISTER("EvonormBBackwardDx", BBackwardDxOp, T)

@@ -1,7 +1,8 @@
 """The cpu path's native ops (`evonorm_tf.kernels.native`): each pass against NumPy float64, the layers
 that run them at shapes XLA does not compile, and what happens where they cannot be built.
 
-* Each op (statistics, y, the backward sums, dx; B0, B1, B2 and the S-series)
+* Each op (statistics, y, the backward sums, dx; B0, B1, B2, the S-series,
+  GroupNorm and FRN)
   against its formula in NumPy float64 on the same inputs: float32 within
   float32 rounding, bfloat16 and float16 within one rounding of the output
   dtype; odd channel counts, one sample, sizes that do not fill a block.
@@ -162,9 +163,29 @@ def test_b_series_passes_match_float64(ops, shape, dtype, kind):
     _assert_close(dx, expected_dx, dtype, f"{kind} dx")
 
 
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_group_norm_and_frn_passes_match_float64(ops, shape, dtype):
+    x, dy, rng = _inputs(shape, dtype, 9, mean=3.0)
+    n, _, c = shape
+    beta = _vector(rng, c, -0.5, 0.5)
+    origin, offset, scale, coefficient, shift = (rng.uniform(-1, 1, (n, c)).astype(np.float32) for _ in range(5))
+    unit = np.where(rng.uniform(size=(n, c)) < 0.5, 1.0, 0.25).astype(np.float32)
+    xs, dys = _f64(x), _f64(dy)
+    o, d, sc, k, u, sh = (t[:, None] for t in (origin, offset, scale, coefficient, unit, shift))
+    _assert_close(ops.evonorm_affine(x, origin, offset, scale, beta), ((xs - o) - d) * sc + beta, dtype, "y")
+    for label, got, expected in zip(["Σdy", "Σdy·(x − origin)"], ops.evonorm_affine_backward_sums(x, dy, origin),
+                                    [dys.sum(1), (dys * (xs - o)).sum(1)]):
+        _assert_close(got, expected, "float32", label)
+    dx = ops.evonorm_affine_backward_dx(x, dy, scale, coefficient, unit, origin, offset, shift)
+    assert dx.dtype == x.dtype
+    _assert_close(dx, dys * sc + k * ((xs * u - o * u) - d * u) - sh, dtype, "dx")
+
+
 # -- the layers at shapes XLA does not compile --------------------------------------------------
 
-LAYERS = ["evonorm_b0", "evonorm_b1", "evonorm_b2", "evonorm_s0", "evonorm_s1", "evonorm_s2", "gn_relu"]
+LAYERS = ["evonorm_b0", "evonorm_b1", "evonorm_b2", "evonorm_s0", "evonorm_s1", "evonorm_s2", "gn_relu",
+          "gn_silu", "frn_tlu"]
 C, GROUPS = 16, 4
 
 
@@ -216,8 +237,8 @@ def test_shape_generic_layers_run_the_native_ops_and_match_float64(name, monkeyp
     graph = function.get_concrete_function().graph
     op_types = {op.type for f in [graph] + [f.graph for f in graph._functions.values()] for op in f.get_operations()}
     assert {"EvonormChannelMoments", "EvonormMeanSquare"} & op_types, f"{name}: no native statistics op in the graph"
-    if name.startswith("evonorm"):
-        assert {"EvonormSOutput", "EvonormBOutput"} & op_types, f"{name}: no native output op in the graph"
+    assert {"EvonormSOutput", "EvonormBOutput", "EvonormAffine"} & op_types, f"{name}: no native output op"
+    assert {"EvonormSBackwardDx", "EvonormBBackwardDx", "EvonormAffineBackwardDx"} & op_types, f"{name}: no native dx"
     # The gradients as the plain TensorFlow ops give them (that path is checked against float64 elsewhere).
     monkeypatch.setenv(native.ENV, "0")
     plain = _generic(layer)
