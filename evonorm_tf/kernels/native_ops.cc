@@ -169,54 +169,116 @@ std::vector<double> ChannelSums(OpKernelContext* context, int64_t batch, int64_t
   return total;
 }
 
+absl::Status CheckLike(const Tensor& dy, const Tensor& x) {
+  if (dy.shape() != x.shape()) {
+    return errors::InvalidArgument("dy must have x's shape ", x.shape().DebugString(), ", received ",
+                                   dy.shape().DebugString());
+  }
+  return absl::OkStatus();
+}
+
+// The inputs of a pass, checked as they are read: x `[N, S, C]` (input 0), dy of x's shape (input 1,
+// where `with_dy`), statistics `[N, C]` and vectors `[C]` by index. The first failed check fails the
+// op with its one-line message; the op returns where `ok()` is false.
+template <typename T>
+class Pass {
+ public:
+  Pass(OpKernelContext* context, bool with_dy) : context_(context), x_(context->input(0)) {
+    Check(CheckActivations(x_, "x"));
+    if (ok() && with_dy) Check(CheckLike(context->input(1), x_));
+    if (ok()) {
+      batch = x_.dim_size(0);
+      spatial = x_.dim_size(1);
+      channels = x_.dim_size(2);
+    }
+  }
+
+  bool ok() const { return context_->status().ok(); }
+  const T* x() const { return x_.flat<T>().data(); }
+  const T* dy() const { return context_->input(1).flat<T>().data(); }
+
+  const float* Stat(int index, const char* name) {
+    if (ok()) Check(CheckStat(context_->input(index), batch, channels, name));
+    return ok() ? context_->input(index).flat<float>().data() : nullptr;
+  }
+  const float* Vector(int index, const char* name) {
+    if (ok()) Check(CheckVector(context_->input(index), channels, name));
+    return ok() ? context_->input(index).flat<float>().data() : nullptr;
+  }
+  // Requires spatial positions (a statistic over none has no value).
+  void RequireSpatial() {
+    if (ok() && spatial == 0) {
+      Check(errors::InvalidArgument("x must have spatial positions, received shape ", x_.shape().DebugString()));
+    }
+  }
+  // The x-shaped output (y or dx).
+  T* Output() {
+    Tensor* out = nullptr;
+    if (ok()) Check(context_->allocate_output(0, x_.shape(), &out));
+    return ok() ? out->flat<T>().data() : nullptr;
+  }
+  // Output `i`, a `[N, C]` statistic.
+  float* StatOutput(int i) {
+    Tensor* out = nullptr;
+    if (ok()) Check(context_->allocate_output(i, TensorShape({batch, channels}), &out));
+    return ok() ? out->flat<float>().data() : nullptr;
+  }
+
+  int64_t batch = 0, spatial = 0, channels = 0;
+
+ private:
+  void Check(const absl::Status& status) {
+    if (!status.ok()) context_->SetStatus(status);
+  }
+
+  OpKernelContext* context_;
+  const Tensor& x_;
+};
+
+// An op with nothing to read when it is built (`using PassOp::PassOp` gives each op its constructor).
+class PassOp : public OpKernel {
+ public:
+  explicit PassOp(OpKernelConstruction* context) : OpKernel(context) {}
+};
+
 // -- statistics --------------------------------------------------------------------
 
 // (shift, mean_delta, m2, m2_small) per (sample, channel), as cpu_sums.channel_moments:
 // shift = x at the first spatial position, mean = shift + mean_delta, m2 = Σ(x − mean)²
 // (inf beyond float32), m2_small the same of the values times 2⁻⁸⁰.
 template <typename T>
-class ChannelMomentsOp : public OpKernel {
+class ChannelMomentsOp : public PassOp {
  public:
-  explicit ChannelMomentsOp(OpKernelConstruction* context) : OpKernel(context) {}
+  using PassOp::PassOp;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor& x = context->input(0);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
-    OP_REQUIRES(context, spatial > 0, errors::InvalidArgument("x must have spatial positions, received shape ",
-                                                              x.shape().DebugString()));
-    Tensor* out[4];
-    for (int i = 0; i < 4; ++i) {
-      OP_REQUIRES_OK(context, context->allocate_output(i, TensorShape({batch, channels}), &out[i]));
-    }
-    const T* data = x.flat<T>().data();
-    const int64_t step = spatial * channels;
-    auto sums = ChannelSums(context, batch, spatial, channels, 2, [&](int64_t n, int64_t r, double* s) {
+    Pass<T> pass(context, false);
+    pass.RequireSpatial();
+    float* out[4];
+    for (int i = 0; i < 4; ++i) out[i] = pass.StatOutput(i);
+    if (!pass.ok()) return;
+    const int64_t spatial = pass.spatial, channels = pass.channels, step = spatial * channels;
+    const T* data = pass.x();
+    auto sums = ChannelSums(context, pass.batch, spatial, channels, 2, [&](int64_t n, int64_t r, double* s) {
       const T* first = data + n * step;
       const T* row = first + r * channels;
-      double* s1 = s;
-      double* s2 = s + channels;
       for (int64_t c = 0; c < channels; ++c) {
         const double d = static_cast<double>(static_cast<float>(row[c])) -
                          static_cast<double>(static_cast<float>(first[c]));
-        s1[c] += d;
-        s2[c] += d * d;
+        s[c] += d;
+        s[channels + c] += d * d;
       }
     });
-    float* shift = out[0]->flat<float>().data();
-    float* mean_delta = out[1]->flat<float>().data();
-    float* m2 = out[2]->flat<float>().data();
-    float* m2_small = out[3]->flat<float>().data();
-    for (int64_t n = 0; n < batch; ++n) {
+    for (int64_t n = 0; n < pass.batch; ++n) {
       for (int64_t c = 0; c < channels; ++c) {
         const double sum_d = sums[(n * 2) * channels + c], sum_d2 = sums[(n * 2 + 1) * channels + c];
         const double delta = sum_d / spatial;
         const double centred = std::max(sum_d2 - sum_d * delta, 0.0);
         const int64_t i = n * channels + c;
-        shift[i] = static_cast<float>(data[n * step + c]);
-        mean_delta[i] = static_cast<float>(delta);
-        m2[i] = ToFloat32(centred);
-        m2_small[i] = static_cast<float>((centred * kDownscale) * kDownscale);
+        out[0][i] = static_cast<float>(data[n * step + c]);
+        out[1][i] = static_cast<float>(delta);
+        out[2][i] = ToFloat32(centred);
+        out[3][i] = static_cast<float>((centred * kDownscale) * kDownscale);
       }
     }
   }
@@ -224,30 +286,28 @@ class ChannelMomentsOp : public OpKernel {
 
 // (mean of x², mean of (x·2⁻⁸⁰)²) per (sample, channel), as cpu_sums.mean_square.
 template <typename T>
-class MeanSquareOp : public OpKernel {
+class MeanSquareOp : public PassOp {
  public:
-  explicit MeanSquareOp(OpKernelConstruction* context) : OpKernel(context) {}
+  using PassOp::PassOp;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor& x = context->input(0);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
-    Tensor* out[2];
-    for (int i = 0; i < 2; ++i) {
-      OP_REQUIRES_OK(context, context->allocate_output(i, TensorShape({batch, channels}), &out[i]));
-    }
-    const T* data = x.flat<T>().data();
-    auto sums = ChannelSums(context, batch, spatial, channels, 1, [&](int64_t n, int64_t r, double* s) {
+    Pass<T> pass(context, false);
+    pass.RequireSpatial();
+    float* out[2] = {pass.StatOutput(0), pass.StatOutput(1)};
+    if (!pass.ok()) return;
+    const int64_t spatial = pass.spatial, channels = pass.channels;
+    const T* data = pass.x();
+    auto sums = ChannelSums(context, pass.batch, spatial, channels, 1, [&](int64_t n, int64_t r, double* s) {
       const T* row = data + (n * spatial + r) * channels;
       for (int64_t c = 0; c < channels; ++c) {
         const double value = static_cast<float>(row[c]);
         s[c] += value * value;
       }
     });
-    for (int64_t i = 0; i < batch * channels; ++i) {
+    for (int64_t i = 0; i < pass.batch * channels; ++i) {
       const double mean = sums[i] / static_cast<double>(spatial);
-      out[0]->flat<float>()(i) = ToFloat32(mean);
-      out[1]->flat<float>()(i) = static_cast<float>((mean * kDownscale) * kDownscale);
+      out[0][i] = ToFloat32(mean);
+      out[1][i] = static_cast<float>((mean * kDownscale) * kDownscale);
     }
   }
 };
@@ -308,14 +368,6 @@ void WriteSums(OpKernelContext* context, const std::vector<double>& sums, int64_
   }
 }
 
-absl::Status CheckLike(const Tensor& dy, const Tensor& x) {
-  if (dy.shape() != x.shape()) {
-    return errors::InvalidArgument("dy must have x's shape ", x.shape().DebugString(), ", received ",
-                                   dy.shape().DebugString());
-  }
-  return absl::OkStatus();
-}
-
 // -- S-series ----------------------------------------------------------------------
 
 // z = v·x and σ(z) over a block (TensorFlow's own sigmoid: Eigen's logistic, vectorised).
@@ -328,38 +380,60 @@ void Sigmoid(const float* __restrict x, const float* __restrict v, int64_t rows,
   RowMap(sigmoid, count) = ConstRowMap(z, count).unaryExpr(Eigen::internal::scalar_logistic_op<float>());
 }
 
+// The loops of the S-series passes over a block (functions of their own, see BSumTerms).
+void SOutputBlock(const float* __restrict x, const float* __restrict sigmoid, const float* __restrict scale,
+                  const float* __restrict beta, int64_t rows, int64_t channels, float* __restrict out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t i = r * channels + c;
+      out[i] = x[i] * sigmoid[i] * scale[c] + beta[c];
+    }
+  }
+}
+
+// f = dy·x·σ and g = f·x·(1 − σ) (x·(1 − σ) first: x² alone overflows float32 where σ' is 0).
+void STerms(const float* __restrict x, const float* __restrict dy, const float* __restrict sigmoid, int64_t count,
+            float* __restrict f, float* __restrict g) {
+  for (int64_t i = 0; i < count; ++i) {
+    f[i] = dy[i] * x[i] * sigmoid[i];
+    g[i] = f[i] * (x[i] * (1.0f - sigmoid[i]));
+  }
+}
+
+// `stats`: scale, coefficient, unit, origin, offset.
+void SDxBlock(const float* __restrict x, const float* __restrict dy, const float* __restrict z,
+              const float* __restrict sigmoid, const float* const* stats, int64_t rows, int64_t channels,
+              float* __restrict out) {
+  const float *__restrict scale = stats[0], *__restrict coefficient = stats[1], *__restrict unit = stats[2],
+              *__restrict origin = stats[3], *__restrict shift = stats[4];
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t i = r * channels + c;
+      out[i] = dy[i] * scale[c] * sigmoid[i] * (1.0f + z[i] * (1.0f - sigmoid[i])) +
+               coefficient[c] * ((x[i] * unit[c] - origin[c] * unit[c]) - shift[c] * unit[c]);
+    }
+  }
+}
+
 // y = x·σ(v·x)·scale + β; scale [N, C], v and β [C].
 template <typename T>
-class SOutputOp : public OpKernel {
+class SOutputOp : public PassOp {
  public:
-  explicit SOutputOp(OpKernelConstruction* context) : OpKernel(context) {}
+  using PassOp::PassOp;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor &x = context->input(0), &v = context->input(1), &scale = context->input(2),
-                 &beta = context->input(3);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
-    OP_REQUIRES_OK(context, CheckVector(v, channels, "v"));
-    OP_REQUIRES_OK(context, CheckStat(scale, batch, channels, "scale"));
-    OP_REQUIRES_OK(context, CheckVector(beta, channels, "beta"));
-    Tensor* y = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &y));
-    const T* xs = x.flat<T>().data();
-    T* ys = y->flat<T>().data();
-    const float *vs = v.flat<float>().data(), *scales = scale.flat<float>().data(), *b = beta.flat<float>().data();
-    ForBlocks(context, batch, spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
+    Pass<T> pass(context, false);
+    const float *v = pass.Vector(1, "v"), *scales = pass.Stat(2, "scale"), *beta = pass.Vector(3, "beta");
+    T* ys = pass.Output();
+    if (!pass.ok()) return;
+    const T* xs = pass.x();
+    const int64_t channels = pass.channels;
+    ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
       Scratch buffer(4, rows * channels);
-      const float* __restrict xb = Widened(xs + offset, rows * channels, buffer[0]);
-      float *z = buffer[1], *s = buffer[2];
-      Sigmoid(xb, vs, rows, channels, z, s);
-      const float* __restrict sc = scales + n * channels;
-      float* __restrict out = Target(ys + offset, buffer[3]);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t c = 0; c < channels; ++c) {
-          const int64_t i = r * channels + c;
-          out[i] = xb[i] * s[i] * sc[c] + b[c];
-        }
-      }
+      const float* xb = Widened(xs + offset, rows * channels, buffer[0]);
+      Sigmoid(xb, v, rows, channels, buffer[1], buffer[2]);
+      float* out = Target(ys + offset, buffer[3]);
+      SOutputBlock(xb, buffer[2], scales + n * channels, beta, rows, channels, out);
       Narrowed(out, rows * channels, ys + offset);
     });
   }
@@ -367,82 +441,58 @@ class SOutputOp : public OpKernel {
 
 // Per (sample, channel): Σ dy, Σ dy·f, Σ dy·f·x·(1 − σ), f = x·σ(v·x).
 template <typename T>
-class SBackwardSumsOp : public OpKernel {
+class SBackwardSumsOp : public PassOp {
  public:
-  explicit SBackwardSumsOp(OpKernelConstruction* context) : OpKernel(context) {}
+  using PassOp::PassOp;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor &x = context->input(0), &dy = context->input(1), &v = context->input(2);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    OP_REQUIRES_OK(context, CheckLike(dy, x));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
-    OP_REQUIRES_OK(context, CheckVector(v, channels, "v"));
-    const T *xs = x.flat<T>().data(), *dys = dy.flat<T>().data();
-    const float* vs = v.flat<float>().data();
-    auto sums = SumBlocks(context, batch, spatial, channels, 3,
-                          [&](int64_t n, int64_t offset, int64_t rows, double* sums) {
+    Pass<T> pass(context, true);
+    const float* v = pass.Vector(2, "v");
+    if (!pass.ok()) return;
+    const T *xs = pass.x(), *dys = pass.dy();
+    const int64_t channels = pass.channels;
+    auto sums = SumBlocks(context, pass.batch, pass.spatial, channels, 3,
+                          [&](int64_t, int64_t offset, int64_t rows, double* sums) {
       const int64_t count = rows * channels;
       Scratch buffer(6, count);
-      const float* __restrict xb = Widened(xs + offset, count, buffer[0]);
-      const float* __restrict dyb = Widened(dys + offset, count, buffer[1]);
-      float *z = buffer[2], *s = buffer[3];
-      float *__restrict f = buffer[4], *__restrict g = buffer[5];
-      Sigmoid(xb, vs, rows, channels, z, s);
-      for (int64_t i = 0; i < count; ++i) {
-        f[i] = dyb[i] * xb[i] * s[i];
-        // x·(1 − σ) before the product: x² alone overflows float32 where σ' is 0.
-        g[i] = f[i] * (xb[i] * (1.0f - s[i]));
-      }
+      const float* xb = Widened(xs + offset, count, buffer[0]);
+      const float* dyb = Widened(dys + offset, count, buffer[1]);
+      Sigmoid(xb, v, rows, channels, buffer[2], buffer[3]);
+      STerms(xb, dyb, buffer[3], count, buffer[4], buffer[5]);
       AddRows(dyb, rows, channels, sums);
-      AddRows(f, rows, channels, sums + channels);
-      AddRows(g, rows, channels, sums + 2 * channels);
+      AddRows(buffer[4], rows, channels, sums + channels);
+      AddRows(buffer[5], rows, channels, sums + 2 * channels);
     });
-    WriteSums(context, sums, batch, channels, 3);
+    WriteSums(context, sums, pass.batch, channels, 3);
   }
 };
 
 // dx = dy·scale·σ·(1 + z·(1 − σ)) + coefficient·((x·unit − origin·unit) − offset·unit), z = v·x.
 template <typename T>
-class SBackwardDxOp : public OpKernel {
+class SBackwardDxOp : public PassOp {
  public:
-  explicit SBackwardDxOp(OpKernelConstruction* context) : OpKernel(context) {}
+  using PassOp::PassOp;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor &x = context->input(0), &dy = context->input(1), &v = context->input(2);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    OP_REQUIRES_OK(context, CheckLike(dy, x));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
-    OP_REQUIRES_OK(context, CheckVector(v, channels, "v"));
+    Pass<T> pass(context, true);
+    const float* v = pass.Vector(2, "v");
     const char* names[] = {"scale", "coefficient", "unit", "origin", "offset"};
     const float* stats[5];
-    for (int i = 0; i < 5; ++i) {
-      OP_REQUIRES_OK(context, CheckStat(context->input(3 + i), batch, channels, names[i]));
-      stats[i] = context->input(3 + i).flat<float>().data();
-    }
-    Tensor* dx = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &dx));
-    const T *xs = x.flat<T>().data(), *dys = dy.flat<T>().data();
-    const float* vs = v.flat<float>().data();
-    T* dxs = dx->flat<T>().data();
-    ForBlocks(context, batch, spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
+    for (int i = 0; i < 5; ++i) stats[i] = pass.Stat(3 + i, names[i]);
+    T* dxs = pass.Output();
+    if (!pass.ok()) return;
+    const T *xs = pass.x(), *dys = pass.dy();
+    const int64_t channels = pass.channels;
+    ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
       const int64_t count = rows * channels;
       Scratch buffer(5, count);
-      const float* __restrict xb = Widened(xs + offset, count, buffer[0]);
-      const float* __restrict dyb = Widened(dys + offset, count, buffer[1]);
-      float *z = buffer[2], *s = buffer[3];
-      Sigmoid(xb, vs, rows, channels, z, s);
+      const float* xb = Widened(xs + offset, count, buffer[0]);
+      const float* dyb = Widened(dys + offset, count, buffer[1]);
+      Sigmoid(xb, v, rows, channels, buffer[2], buffer[3]);
       const int64_t at = n * channels;
-      const float *__restrict scale = stats[0] + at, *__restrict coefficient = stats[1] + at,
-                  *__restrict unit = stats[2] + at, *__restrict origin = stats[3] + at,
-                  *__restrict shift = stats[4] + at;
-      float* __restrict out = Target(dxs + offset, buffer[4]);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t c = 0; c < channels; ++c) {
-          const int64_t i = r * channels + c;
-          out[i] = dyb[i] * scale[c] * s[i] * (1.0f + z[i] * (1.0f - s[i])) +
-                   coefficient[c] * ((xb[i] * unit[c] - origin[c] * unit[c]) - shift[c] * unit[c]);
-        }
-      }
+      const float* block_stats[] = {stats[0] + at, stats[1] + at, stats[2] + at, stats[3] + at, stats[4] + at};
+      float* out = Target(dxs + offset, buffer[4]);
+      SDxBlock(xb, dyb, buffer[2], buffer[3], block_stats, rows, channels, out);
       Narrowed(out, count, dxs + offset);
     });
   }
@@ -488,32 +538,24 @@ void AffineDxBlock(const float* __restrict x, const float* __restrict dy, const 
 
 // y = ((x − origin) − offset)·scale + β; origin, offset, scale [N, C], β [C].
 template <typename T>
-class AffineOp : public OpKernel {
+class AffineOp : public PassOp {
  public:
-  explicit AffineOp(OpKernelConstruction* context) : OpKernel(context) {}
+  using PassOp::PassOp;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor& x = context->input(0);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
-    const char* names[] = {"origin", "offset", "scale"};
-    const float* stats[3];
-    for (int i = 0; i < 3; ++i) {
-      OP_REQUIRES_OK(context, CheckStat(context->input(1 + i), batch, channels, names[i]));
-      stats[i] = context->input(1 + i).flat<float>().data();
-    }
-    OP_REQUIRES_OK(context, CheckVector(context->input(4), channels, "beta"));
-    const float* beta = context->input(4).flat<float>().data();
-    Tensor* y = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &y));
-    const T* xs = x.flat<T>().data();
-    T* ys = y->flat<T>().data();
-    ForBlocks(context, batch, spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
+    Pass<T> pass(context, false);
+    const float *origin = pass.Stat(1, "origin"), *shift = pass.Stat(2, "offset"), *scale = pass.Stat(3, "scale"),
+                *beta = pass.Vector(4, "beta");
+    T* ys = pass.Output();
+    if (!pass.ok()) return;
+    const T* xs = pass.x();
+    const int64_t channels = pass.channels;
+    ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
       Scratch buffer(2, rows * channels);
       const float* xb = Widened(xs + offset, rows * channels, buffer[0]);
       const int64_t at = n * channels;
       float* out = Target(ys + offset, buffer[1]);
-      AffineBlock(xb, stats[0] + at, stats[1] + at, stats[2] + at, beta, rows, channels, out);
+      AffineBlock(xb, origin + at, shift + at, scale + at, beta, rows, channels, out);
       Narrowed(out, rows * channels, ys + offset);
     });
   }
@@ -521,54 +563,46 @@ class AffineOp : public OpKernel {
 
 // Per (sample, channel): Σ dy, Σ dy·(x − origin); origin [N, C].
 template <typename T>
-class AffineBackwardSumsOp : public OpKernel {
+class AffineBackwardSumsOp : public PassOp {
  public:
-  explicit AffineBackwardSumsOp(OpKernelConstruction* context) : OpKernel(context) {}
+  using PassOp::PassOp;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor &x = context->input(0), &dy = context->input(1), &origin = context->input(2);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    OP_REQUIRES_OK(context, CheckLike(dy, x));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
-    OP_REQUIRES_OK(context, CheckStat(origin, batch, channels, "origin"));
-    const T *xs = x.flat<T>().data(), *dys = dy.flat<T>().data();
-    const float* origins = origin.flat<float>().data();
-    auto sums = SumBlocks(context, batch, spatial, channels, 2,
+    Pass<T> pass(context, true);
+    const float* origin = pass.Stat(2, "origin");
+    if (!pass.ok()) return;
+    const T *xs = pass.x(), *dys = pass.dy();
+    const int64_t channels = pass.channels;
+    auto sums = SumBlocks(context, pass.batch, pass.spatial, channels, 2,
                           [&](int64_t n, int64_t offset, int64_t rows, double* sums) {
       const int64_t count = rows * channels;
       Scratch buffer(3, count);
       const float* xb = Widened(xs + offset, count, buffer[0]);
       const float* dyb = Widened(dys + offset, count, buffer[1]);
-      CentredProducts(xb, dyb, origins + n * channels, rows, channels, buffer[2]);
+      CentredProducts(xb, dyb, origin + n * channels, rows, channels, buffer[2]);
       AddRows(dyb, rows, channels, sums);
       AddRows(buffer[2], rows, channels, sums + channels);
     });
-    WriteSums(context, sums, batch, channels, 2);
+    WriteSums(context, sums, pass.batch, channels, 2);
   }
 };
 
 // dx = dy·scale + coefficient·((x·unit − origin·unit) − offset·unit) − shift; every coefficient [N, C].
 template <typename T>
-class AffineBackwardDxOp : public OpKernel {
+class AffineBackwardDxOp : public PassOp {
  public:
-  explicit AffineBackwardDxOp(OpKernelConstruction* context) : OpKernel(context) {}
+  using PassOp::PassOp;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor &x = context->input(0), &dy = context->input(1);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    OP_REQUIRES_OK(context, CheckLike(dy, x));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
+    Pass<T> pass(context, true);
     const char* names[] = {"scale", "coefficient", "unit", "origin", "offset", "shift"};
     const float* stats[6];
-    for (int i = 0; i < 6; ++i) {
-      OP_REQUIRES_OK(context, CheckStat(context->input(2 + i), batch, channels, names[i]));
-      stats[i] = context->input(2 + i).flat<float>().data();
-    }
-    Tensor* dx = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &dx));
-    const T *xs = x.flat<T>().data(), *dys = dy.flat<T>().data();
-    T* dxs = dx->flat<T>().data();
-    ForBlocks(context, batch, spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
+    for (int i = 0; i < 6; ++i) stats[i] = pass.Stat(2 + i, names[i]);
+    T* dxs = pass.Output();
+    if (!pass.ok()) return;
+    const T *xs = pass.x(), *dys = pass.dy();
+    const int64_t channels = pass.channels;
+    ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
       const int64_t count = rows * channels;
       Scratch buffer(3, count);
       const float* xb = Widened(xs + offset, count, buffer[0]);
@@ -641,6 +675,21 @@ void BDxBlock(const float* __restrict x, const float* __restrict dy, const float
   }
 }
 
+// y of a block (see BSumTerms).
+template <int kKind>
+void BOutputBlock(const float* __restrict x, const float* __restrict v, const float* __restrict instance,
+                  const float* __restrict batch_std, const float* __restrict gamma, const float* __restrict beta,
+                  int64_t rows, int64_t channels, float* __restrict out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t i = r * channels + c;
+      const float right = Right<kKind>(x[i], v[c], instance[c]);
+      const float den = right > batch_std[c] ? right : batch_std[c];
+      out[i] = x[i] / den * gamma[c] + beta[c];
+    }
+  }
+}
+
 // Runs `fn(std::integral_constant<int, kind>())`: the kind as a compile-time constant.
 template <typename F>
 void Dispatch(int kind, F fn) {
@@ -668,147 +717,110 @@ absl::Status KindAttr(OpKernelConstruction* context, int* kind) {
   return absl::OkStatus();
 }
 
-// y = (x/den)·γ + β, den = max(σ_b, r); instance [N, C], v, σ_b, γ, β [C].
-template <typename T>
-class BOutputOp : public OpKernel {
+// The B-series ops: `kind` ("b0", "b1", "b2") read once, when the op is built.
+class BPassOp : public OpKernel {
  public:
-  explicit BOutputOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit BPassOp(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, KindAttr(context, &kind_));
   }
 
+ protected:
+  int kind_;
+};
+
+// y = (x/den)·γ + β, den = max(σ_b, r); instance [N, C], v, σ_b, γ, β [C].
+template <typename T>
+class BOutputOp : public BPassOp {
+ public:
+  using BPassOp::BPassOp;
+
   void Compute(OpKernelContext* context) override {
-    const Tensor &x = context->input(0), &v = context->input(1), &instance = context->input(2),
-                 &batch_std = context->input(3), &gamma = context->input(4), &beta = context->input(5);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
-    OP_REQUIRES_OK(context, CheckVector(v, channels, "v"));
-    OP_REQUIRES_OK(context, CheckStat(instance, batch, channels, "instance"));
-    OP_REQUIRES_OK(context, CheckVector(batch_std, channels, "batch_std"));
-    OP_REQUIRES_OK(context, CheckVector(gamma, channels, "gamma"));
-    OP_REQUIRES_OK(context, CheckVector(beta, channels, "beta"));
-    Tensor* y = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &y));
-    const T* xs = x.flat<T>().data();
-    T* ys = y->flat<T>().data();
-    const float *__restrict vs = v.flat<float>().data(), *inst = instance.flat<float>().data(),
-                *__restrict bs = batch_std.flat<float>().data(), *__restrict g = gamma.flat<float>().data(),
-                *__restrict b = beta.flat<float>().data();
+    Pass<T> pass(context, false);
+    const float *v = pass.Vector(1, "v"), *instance = pass.Stat(2, "instance"),
+                *batch_std = pass.Vector(3, "batch_std"), *gamma = pass.Vector(4, "gamma"),
+                *beta = pass.Vector(5, "beta");
+    T* ys = pass.Output();
+    if (!pass.ok()) return;
+    const T* xs = pass.x();
+    const int64_t channels = pass.channels;
     Dispatch(kind_, [&](auto kind) {
-      ForBlocks(context, batch, spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
+      ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
         Scratch buffer(2, rows * channels);
-        const float* __restrict xb = Widened(xs + offset, rows * channels, buffer[0]);
-        const float* __restrict in = inst + n * channels;
-        float* __restrict out = Target(ys + offset, buffer[1]);
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t c = 0; c < channels; ++c) {
-            const int64_t i = r * channels + c;
-            const float right = Right<decltype(kind)::value>(xb[i], vs[c], in[c]);
-            const float den = right > bs[c] ? right : bs[c];
-            out[i] = xb[i] / den * g[c] + b[c];
-          }
-        }
+        const float* xb = Widened(xs + offset, rows * channels, buffer[0]);
+        float* out = Target(ys + offset, buffer[1]);
+        BOutputBlock<decltype(kind)::value>(xb, v, instance + n * channels, batch_std, gamma, beta, rows,
+                                            channels, out);
         Narrowed(out, rows * channels, ys + offset);
       });
     });
   }
-
- private:
-  int kind_;
 };
 
 // Per (sample, channel), P = dy·x/den, R = [r > σ_b]: Σ dy, Σ P, then B0: Σ R·P·x/den, Σ R·P/den;
 // B1: Σ R·P, 0; B2: Σ R·P, Σ R·P/den.
 template <typename T>
-class BBackwardSumsOp : public OpKernel {
+class BBackwardSumsOp : public BPassOp {
  public:
-  explicit BBackwardSumsOp(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, KindAttr(context, &kind_));
-  }
+  using BPassOp::BPassOp;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor &x = context->input(0), &dy = context->input(1), &v = context->input(2),
-                 &instance = context->input(3), &batch_std = context->input(4);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    OP_REQUIRES_OK(context, CheckLike(dy, x));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
-    OP_REQUIRES_OK(context, CheckVector(v, channels, "v"));
-    OP_REQUIRES_OK(context, CheckStat(instance, batch, channels, "instance"));
-    OP_REQUIRES_OK(context, CheckVector(batch_std, channels, "batch_std"));
-    const T *xs = x.flat<T>().data(), *dys = dy.flat<T>().data();
-    const float *__restrict vs = v.flat<float>().data(), *inst = instance.flat<float>().data(),
-                *__restrict bs = batch_std.flat<float>().data();
+    Pass<T> pass(context, true);
+    const float *v = pass.Vector(2, "v"), *instance = pass.Stat(3, "instance"),
+                *batch_std = pass.Vector(4, "batch_std");
+    if (!pass.ok()) return;
+    const T *xs = pass.x(), *dys = pass.dy();
+    const int64_t channels = pass.channels;
     std::vector<double> sums;
     Dispatch(kind_, [&](auto kind) {
-      sums = SumBlocks(context, batch, spatial, channels, 4, [&](int64_t n, int64_t offset, int64_t rows,
-                                                                  double* sums) {
+      sums = SumBlocks(context, pass.batch, pass.spatial, channels, 4,
+                       [&](int64_t n, int64_t offset, int64_t rows, double* sums) {
         const int64_t count = rows * channels;
         Scratch buffer(5, count);
-        const float* __restrict xb = Widened(xs + offset, count, buffer[0]);
-        const float* __restrict dyb = Widened(dys + offset, count, buffer[1]);
-        float *__restrict p = buffer[2], *__restrict a = buffer[3], *__restrict q = buffer[4];
-        BSumTerms<decltype(kind)::value>(xb, dyb, vs, inst + n * channels, bs, rows, channels, p, a, q);
+        const float* xb = Widened(xs + offset, count, buffer[0]);
+        const float* dyb = Widened(dys + offset, count, buffer[1]);
+        BSumTerms<decltype(kind)::value>(xb, dyb, v, instance + n * channels, batch_std, rows, channels,
+                                         buffer[2], buffer[3], buffer[4]);
         AddRows(dyb, rows, channels, sums);
-        AddRows(p, rows, channels, sums + channels);
-        AddRows(a, rows, channels, sums + 2 * channels);
-        AddRows(q, rows, channels, sums + 3 * channels);
+        for (int k = 0; k < 3; ++k) AddRows(buffer[2 + k], rows, channels, sums + (k + 1) * channels);
       });
     });
-    WriteSums(context, sums, batch, channels, 4);
+    WriteSums(context, sums, pass.batch, channels, 4);
   }
-
- private:
-  int kind_;
 };
 
 // dx = γ·dy/den·(R ? instance/den : 1) + slope_i·(x·unit_i − origin·unit_i)
 //      + slope_b·(x·unit_b − origin·unit_b) − offset; every coefficient [N, C].
 template <typename T>
-class BBackwardDxOp : public OpKernel {
+class BBackwardDxOp : public BPassOp {
  public:
-  explicit BBackwardDxOp(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, KindAttr(context, &kind_));
-  }
+  using BPassOp::BPassOp;
 
   void Compute(OpKernelContext* context) override {
-    const Tensor &x = context->input(0), &dy = context->input(1), &v = context->input(2),
-                 &instance = context->input(3), &batch_std = context->input(4), &gamma = context->input(5);
-    OP_REQUIRES_OK(context, CheckActivations(x, "x"));
-    OP_REQUIRES_OK(context, CheckLike(dy, x));
-    const int64_t batch = x.dim_size(0), spatial = x.dim_size(1), channels = x.dim_size(2);
-    OP_REQUIRES_OK(context, CheckVector(v, channels, "v"));
-    OP_REQUIRES_OK(context, CheckStat(instance, batch, channels, "instance"));
-    OP_REQUIRES_OK(context, CheckVector(batch_std, channels, "batch_std"));
-    OP_REQUIRES_OK(context, CheckVector(gamma, channels, "gamma"));
+    Pass<T> pass(context, true);
+    const float *v = pass.Vector(2, "v"), *instance = pass.Stat(3, "instance"),
+                *batch_std = pass.Vector(4, "batch_std"), *gamma = pass.Vector(5, "gamma");
     const char* names[] = {"instance_slope", "batch_slope", "instance_unit", "batch_unit", "origin", "offset"};
     const float* stats[6];
-    for (int i = 0; i < 6; ++i) {
-      OP_REQUIRES_OK(context, CheckStat(context->input(6 + i), batch, channels, names[i]));
-      stats[i] = context->input(6 + i).flat<float>().data();
-    }
-    Tensor* dx = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &dx));
-    const T *xs = x.flat<T>().data(), *dys = dy.flat<T>().data();
-    T* dxs = dx->flat<T>().data();
-    const float *__restrict vs = v.flat<float>().data(), *inst = instance.flat<float>().data(),
-                *__restrict bs = batch_std.flat<float>().data(), *__restrict g = gamma.flat<float>().data();
+    for (int i = 0; i < 6; ++i) stats[i] = pass.Stat(6 + i, names[i]);
+    T* dxs = pass.Output();
+    if (!pass.ok()) return;
+    const T *xs = pass.x(), *dys = pass.dy();
+    const int64_t channels = pass.channels;
     Dispatch(kind_, [&](auto kind) {
-      ForBlocks(context, batch, spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
+      ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
         const int64_t count = rows * channels;
         Scratch buffer(3, count);
-        const float* __restrict xb = Widened(xs + offset, count, buffer[0]);
-        const float* __restrict dyb = Widened(dys + offset, count, buffer[1]);
+        const float* xb = Widened(xs + offset, count, buffer[0]);
+        const float* dyb = Widened(dys + offset, count, buffer[1]);
         const int64_t at = n * channels;
-        const float* block_stats[] = {inst + at, stats[0] + at, stats[1] + at, stats[2] + at, stats[3] + at,
-                                      stats[4] + at, stats[5] + at};
+        const float* block_stats[] = {instance + at, stats[0] + at, stats[1] + at, stats[2] + at,
+                                      stats[3] + at, stats[4] + at, stats[5] + at};
         float* out = Target(dxs + offset, buffer[2]);
-        BDxBlock<decltype(kind)::value>(xb, dyb, vs, bs, g, block_stats, rows, channels, out);
+        BDxBlock<decltype(kind)::value>(xb, dyb, v, batch_std, gamma, block_stats, rows, channels, out);
         Narrowed(out, count, dxs + offset);
       });
     });
   }
-
- private:
-  int kind_;
 };
 
 }  // namespace
