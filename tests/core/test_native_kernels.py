@@ -287,8 +287,11 @@ def test_ops_refuse_mismatched_shapes_naming_them(ops):
         ops.evonorm_s_backward_sums(x, tf.zeros([2, 6, 4]), tf.ones([4]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"scale must be \[2, 4\], received shape \[1,4\]"):
         ops.evonorm_s_output(x, tf.ones([4]), tf.ones([1, 4]), tf.ones([4]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="x must have spatial positions"):
-        ops.evonorm_channel_moments(tf.zeros([2, 0, 4]))
+    for statistics in (ops.evonorm_channel_moments, ops.evonorm_mean_square):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"x must have spatial positions.*\[2,0,4\]"):
+            statistics(tf.zeros([2, 0, 4]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"x must be \[N, S, C\], received shape \[2,5\]"):
+        ops.evonorm_affine(tf.zeros([2, 5]), *[tf.zeros([2, 4])] * 3, tf.zeros([4]))
 
 
 def test_a_saved_model_holds_no_native_op_and_loads_without_the_library(tmp_path):
