@@ -169,6 +169,62 @@ std::vector<double> ChannelSums(OpKernelContext* context, int64_t batch, int64_t
   return total;
 }
 
+// -- elementwise passes --------------------------------------------------------------
+
+// Elements per block: the pass runs block by block (each a few arrays of L1 cache), whole rows each.
+constexpr int64_t kBlockElements = 1024;
+
+// Runs `fn(n, offset, rows)` over blocks of whole rows of x: sample n, first element `offset`.
+template <typename F>
+void ForBlocks(OpKernelContext* context, int64_t batch, int64_t spatial, int64_t channels, F fn) {
+  const int64_t block_rows = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(channels, 1));
+  Shards(batch, spatial, channels).Run(context, channels, [&](int64_t n, int64_t first, int64_t last, int64_t) {
+    for (int64_t r = first; r < last; r += block_rows) {
+      fn(n, (n * spatial + r) * channels, std::min(block_rows, last - r));
+    }
+  });
+}
+
+// The same, for passes that sum: `fn(n, offset, rows, sums)` adds to `sums` (`[k, C]`, double);
+// returns the sums per (sample, channel) `[N, k, C]`, added over the shards in a fixed order.
+template <typename F>
+std::vector<double> SumBlocks(OpKernelContext* context, int64_t batch, int64_t spatial, int64_t channels, int k,
+                              F fn) {
+  const int64_t block_rows = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(channels, 1));
+  Shards shards(batch, spatial, channels);
+  std::vector<double> partial(shards.count() * k * channels, 0.0);
+  shards.Run(context, channels, [&](int64_t n, int64_t first, int64_t last, int64_t shard) {
+    double* sums = partial.data() + shard * k * channels;
+    for (int64_t r = first; r < last; r += block_rows) {
+      fn(n, (n * spatial + r) * channels, std::min(block_rows, last - r), sums);
+    }
+  });
+  std::vector<double> total(batch * k * channels, 0.0);
+  for (int64_t shard = 0; shard < shards.count(); ++shard) {
+    const int64_t n = shard / shards.per_sample;
+    for (int64_t i = 0; i < k * channels; ++i) total[n * k * channels + i] += partial[shard * k * channels + i];
+  }
+  return total;
+}
+
+// Adds `rows` rows of `term` (`[rows, C]`) to `sums` (`[C]`, double).
+inline void AddRows(const float* __restrict term, int64_t rows, int64_t channels, double* __restrict sums) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < channels; ++c) sums[c] += term[r * channels + c];
+  }
+}
+
+void WriteSums(OpKernelContext* context, const std::vector<double>& sums, int64_t batch, int64_t channels, int k) {
+  for (int i = 0; i < k; ++i) {
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(context, context->allocate_output(i, TensorShape({batch, channels}), &out));
+    float* values = out->flat<float>().data();
+    for (int64_t n = 0; n < batch; ++n) {
+      for (int64_t c = 0; c < channels; ++c) values[n * channels + c] = ToFloat32(sums[(n * k + i) * channels + c]);
+    }
+  }
+}
+
 absl::Status CheckLike(const Tensor& dy, const Tensor& x) {
   if (dy.shape() != x.shape()) {
     return errors::InvalidArgument("dy must have x's shape ", x.shape().DebugString(), ", received ",
@@ -183,7 +239,7 @@ absl::Status CheckLike(const Tensor& dy, const Tensor& x) {
 template <typename T>
 class Pass {
  public:
-  Pass(OpKernelContext* context, bool with_dy) : context_(context), x_(context->input(0)) {
+  Pass(OpKernelContext* context, bool with_dy) : context_(context), x_(context->input(0)), with_dy_(with_dy) {
     Check(CheckActivations(x_, "x"));
     if (ok() && with_dy) Check(CheckLike(context->input(1), x_));
     if (ok()) {
@@ -224,6 +280,37 @@ class Pass {
     return ok() ? out->flat<float>().data() : nullptr;
   }
 
+  // Runs `fn(n, rows, x, dy, scratch, out)` over blocks of whole rows of sample n: x and dy (null without
+  // one) widened to float32, `arrays` scratch arrays, and `out`, where the float32 results for `output`
+  // go (rounded into `output` after each block).
+  template <typename F>
+  void Write(T* output, int arrays, F fn) const {
+    ForBlocks(context_, batch, spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
+      const int64_t count = rows * channels;
+      Scratch inputs(3, count), scratch(arrays, count);
+      const float* xb = Widened(x() + offset, count, inputs[0]);
+      const float* dyb = with_dy_ ? Widened(dy() + offset, count, inputs[1]) : nullptr;
+      float* out = Target(output + offset, inputs[2]);
+      fn(n, rows, xb, dyb, scratch, out);
+      Narrowed(out, count, output + offset);
+    });
+  }
+
+  // The same for a pass that sums: `fn(n, rows, x, dy, scratch, sums)` adds to `sums` (`[k, C]`);
+  // writes the `k` sums per (sample, channel) as the op's outputs.
+  template <typename F>
+  void Sum(int k, int arrays, F fn) const {
+    auto sums = SumBlocks(context_, batch, spatial, channels, k,
+                          [&](int64_t n, int64_t offset, int64_t rows, double* sums) {
+      const int64_t count = rows * channels;
+      Scratch inputs(2, count), scratch(arrays, count);
+      const float* xb = Widened(x() + offset, count, inputs[0]);
+      const float* dyb = Widened(dy() + offset, count, inputs[1]);
+      fn(n, rows, xb, dyb, scratch, sums);
+    });
+    WriteSums(context_, sums, batch, channels, k);
+  }
+
   int64_t batch = 0, spatial = 0, channels = 0;
 
  private:
@@ -233,6 +320,7 @@ class Pass {
 
   OpKernelContext* context_;
   const Tensor& x_;
+  bool with_dy_;
 };
 
 // An op with nothing to read when it is built (`using PassOp::PassOp` gives each op its constructor).
@@ -312,62 +400,6 @@ class MeanSquareOp : public PassOp {
   }
 };
 
-// -- elementwise passes --------------------------------------------------------------
-
-// Elements per block: the pass runs block by block (each a few arrays of L1 cache), whole rows each.
-constexpr int64_t kBlockElements = 1024;
-
-// Runs `fn(n, offset, rows)` over blocks of whole rows of x: sample n, first element `offset`.
-template <typename F>
-void ForBlocks(OpKernelContext* context, int64_t batch, int64_t spatial, int64_t channels, F fn) {
-  const int64_t block_rows = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(channels, 1));
-  Shards(batch, spatial, channels).Run(context, channels, [&](int64_t n, int64_t first, int64_t last, int64_t) {
-    for (int64_t r = first; r < last; r += block_rows) {
-      fn(n, (n * spatial + r) * channels, std::min(block_rows, last - r));
-    }
-  });
-}
-
-// The same, for passes that sum: `fn(n, offset, rows, sums)` adds to `sums` (`[k, C]`, double);
-// returns the sums per (sample, channel) `[N, k, C]`, added over the shards in a fixed order.
-template <typename F>
-std::vector<double> SumBlocks(OpKernelContext* context, int64_t batch, int64_t spatial, int64_t channels, int k,
-                              F fn) {
-  const int64_t block_rows = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(channels, 1));
-  Shards shards(batch, spatial, channels);
-  std::vector<double> partial(shards.count() * k * channels, 0.0);
-  shards.Run(context, channels, [&](int64_t n, int64_t first, int64_t last, int64_t shard) {
-    double* sums = partial.data() + shard * k * channels;
-    for (int64_t r = first; r < last; r += block_rows) {
-      fn(n, (n * spatial + r) * channels, std::min(block_rows, last - r), sums);
-    }
-  });
-  std::vector<double> total(batch * k * channels, 0.0);
-  for (int64_t shard = 0; shard < shards.count(); ++shard) {
-    const int64_t n = shard / shards.per_sample;
-    for (int64_t i = 0; i < k * channels; ++i) total[n * k * channels + i] += partial[shard * k * channels + i];
-  }
-  return total;
-}
-
-// Adds `rows` rows of `term` (`[rows, C]`) to `sums` (`[C]`, double).
-inline void AddRows(const float* __restrict term, int64_t rows, int64_t channels, double* __restrict sums) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < channels; ++c) sums[c] += term[r * channels + c];
-  }
-}
-
-void WriteSums(OpKernelContext* context, const std::vector<double>& sums, int64_t batch, int64_t channels, int k) {
-  for (int i = 0; i < k; ++i) {
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(i, TensorShape({batch, channels}), &out));
-    float* values = out->flat<float>().data();
-    for (int64_t n = 0; n < batch; ++n) {
-      for (int64_t c = 0; c < channels; ++c) values[n * channels + c] = ToFloat32(sums[(n * k + i) * channels + c]);
-    }
-  }
-}
-
 // -- S-series ----------------------------------------------------------------------
 
 // z = v·x and σ(z) over a block (TensorFlow's own sigmoid: Eigen's logistic, vectorised).
@@ -423,18 +455,13 @@ class SOutputOp : public PassOp {
 
   void Compute(OpKernelContext* context) override {
     Pass<T> pass(context, false);
-    const float *v = pass.Vector(1, "v"), *scales = pass.Stat(2, "scale"), *beta = pass.Vector(3, "beta");
-    T* ys = pass.Output();
+    const float *v = pass.Vector(1, "v"), *scale = pass.Stat(2, "scale"), *beta = pass.Vector(3, "beta");
+    T* y = pass.Output();
     if (!pass.ok()) return;
-    const T* xs = pass.x();
     const int64_t channels = pass.channels;
-    ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
-      Scratch buffer(4, rows * channels);
-      const float* xb = Widened(xs + offset, rows * channels, buffer[0]);
-      Sigmoid(xb, v, rows, channels, buffer[1], buffer[2]);
-      float* out = Target(ys + offset, buffer[3]);
-      SOutputBlock(xb, buffer[2], scales + n * channels, beta, rows, channels, out);
-      Narrowed(out, rows * channels, ys + offset);
+    pass.Write(y, 2, [&](int64_t n, int64_t rows, const float* x, const float*, Scratch& scratch, float* out) {
+      Sigmoid(x, v, rows, channels, scratch[0], scratch[1]);
+      SOutputBlock(x, scratch[1], scale + n * channels, beta, rows, channels, out);
     });
   }
 };
@@ -449,21 +476,14 @@ class SBackwardSumsOp : public PassOp {
     Pass<T> pass(context, true);
     const float* v = pass.Vector(2, "v");
     if (!pass.ok()) return;
-    const T *xs = pass.x(), *dys = pass.dy();
     const int64_t channels = pass.channels;
-    auto sums = SumBlocks(context, pass.batch, pass.spatial, channels, 3,
-                          [&](int64_t, int64_t offset, int64_t rows, double* sums) {
-      const int64_t count = rows * channels;
-      Scratch buffer(6, count);
-      const float* xb = Widened(xs + offset, count, buffer[0]);
-      const float* dyb = Widened(dys + offset, count, buffer[1]);
-      Sigmoid(xb, v, rows, channels, buffer[2], buffer[3]);
-      STerms(xb, dyb, buffer[3], count, buffer[4], buffer[5]);
-      AddRows(dyb, rows, channels, sums);
-      AddRows(buffer[4], rows, channels, sums + channels);
-      AddRows(buffer[5], rows, channels, sums + 2 * channels);
+    pass.Sum(3, 4, [&](int64_t, int64_t rows, const float* x, const float* dy, Scratch& scratch, double* sums) {
+      Sigmoid(x, v, rows, channels, scratch[0], scratch[1]);
+      STerms(x, dy, scratch[1], rows * channels, scratch[2], scratch[3]);
+      AddRows(dy, rows, channels, sums);
+      AddRows(scratch[2], rows, channels, sums + channels);
+      AddRows(scratch[3], rows, channels, sums + 2 * channels);
     });
-    WriteSums(context, sums, pass.batch, channels, 3);
   }
 };
 
@@ -479,21 +499,14 @@ class SBackwardDxOp : public PassOp {
     const char* names[] = {"scale", "coefficient", "unit", "origin", "offset"};
     const float* stats[5];
     for (int i = 0; i < 5; ++i) stats[i] = pass.Stat(3 + i, names[i]);
-    T* dxs = pass.Output();
+    T* dx = pass.Output();
     if (!pass.ok()) return;
-    const T *xs = pass.x(), *dys = pass.dy();
     const int64_t channels = pass.channels;
-    ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
-      const int64_t count = rows * channels;
-      Scratch buffer(5, count);
-      const float* xb = Widened(xs + offset, count, buffer[0]);
-      const float* dyb = Widened(dys + offset, count, buffer[1]);
-      Sigmoid(xb, v, rows, channels, buffer[2], buffer[3]);
+    pass.Write(dx, 2, [&](int64_t n, int64_t rows, const float* x, const float* dy, Scratch& scratch, float* out) {
+      Sigmoid(x, v, rows, channels, scratch[0], scratch[1]);
       const int64_t at = n * channels;
       const float* block_stats[] = {stats[0] + at, stats[1] + at, stats[2] + at, stats[3] + at, stats[4] + at};
-      float* out = Target(dxs + offset, buffer[4]);
-      SDxBlock(xb, dyb, buffer[2], buffer[3], block_stats, rows, channels, out);
-      Narrowed(out, count, dxs + offset);
+      SDxBlock(x, dy, scratch[0], scratch[1], block_stats, rows, channels, out);
     });
   }
 };
@@ -546,17 +559,12 @@ class AffineOp : public PassOp {
     Pass<T> pass(context, false);
     const float *origin = pass.Stat(1, "origin"), *shift = pass.Stat(2, "offset"), *scale = pass.Stat(3, "scale"),
                 *beta = pass.Vector(4, "beta");
-    T* ys = pass.Output();
+    T* y = pass.Output();
     if (!pass.ok()) return;
-    const T* xs = pass.x();
     const int64_t channels = pass.channels;
-    ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
-      Scratch buffer(2, rows * channels);
-      const float* xb = Widened(xs + offset, rows * channels, buffer[0]);
+    pass.Write(y, 0, [&](int64_t n, int64_t rows, const float* x, const float*, Scratch&, float* out) {
       const int64_t at = n * channels;
-      float* out = Target(ys + offset, buffer[1]);
-      AffineBlock(xb, origin + at, shift + at, scale + at, beta, rows, channels, out);
-      Narrowed(out, rows * channels, ys + offset);
+      AffineBlock(x, origin + at, shift + at, scale + at, beta, rows, channels, out);
     });
   }
 };
@@ -571,19 +579,12 @@ class AffineBackwardSumsOp : public PassOp {
     Pass<T> pass(context, true);
     const float* origin = pass.Stat(2, "origin");
     if (!pass.ok()) return;
-    const T *xs = pass.x(), *dys = pass.dy();
     const int64_t channels = pass.channels;
-    auto sums = SumBlocks(context, pass.batch, pass.spatial, channels, 2,
-                          [&](int64_t n, int64_t offset, int64_t rows, double* sums) {
-      const int64_t count = rows * channels;
-      Scratch buffer(3, count);
-      const float* xb = Widened(xs + offset, count, buffer[0]);
-      const float* dyb = Widened(dys + offset, count, buffer[1]);
-      CentredProducts(xb, dyb, origin + n * channels, rows, channels, buffer[2]);
-      AddRows(dyb, rows, channels, sums);
-      AddRows(buffer[2], rows, channels, sums + channels);
+    pass.Sum(2, 1, [&](int64_t n, int64_t rows, const float* x, const float* dy, Scratch& scratch, double* sums) {
+      CentredProducts(x, dy, origin + n * channels, rows, channels, scratch[0]);
+      AddRows(dy, rows, channels, sums);
+      AddRows(scratch[0], rows, channels, sums + channels);
     });
-    WriteSums(context, sums, pass.batch, channels, 2);
   }
 };
 
@@ -598,21 +599,14 @@ class AffineBackwardDxOp : public PassOp {
     const char* names[] = {"scale", "coefficient", "unit", "origin", "offset", "shift"};
     const float* stats[6];
     for (int i = 0; i < 6; ++i) stats[i] = pass.Stat(2 + i, names[i]);
-    T* dxs = pass.Output();
+    T* dx = pass.Output();
     if (!pass.ok()) return;
-    const T *xs = pass.x(), *dys = pass.dy();
     const int64_t channels = pass.channels;
-    ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
-      const int64_t count = rows * channels;
-      Scratch buffer(3, count);
-      const float* xb = Widened(xs + offset, count, buffer[0]);
-      const float* dyb = Widened(dys + offset, count, buffer[1]);
+    pass.Write(dx, 0, [&](int64_t n, int64_t rows, const float* x, const float* dy, Scratch&, float* out) {
       const int64_t at = n * channels;
       const float* block_stats[] = {stats[0] + at, stats[1] + at, stats[2] + at,
                                     stats[3] + at, stats[4] + at, stats[5] + at};
-      float* out = Target(dxs + offset, buffer[2]);
-      AffineDxBlock(xb, dyb, block_stats, rows, channels, out);
-      Narrowed(out, count, dxs + offset);
+      AffineDxBlock(x, dy, block_stats, rows, channels, out);
     });
   }
 };
@@ -739,18 +733,13 @@ class BOutputOp : public BPassOp {
     const float *v = pass.Vector(1, "v"), *instance = pass.Stat(2, "instance"),
                 *batch_std = pass.Vector(3, "batch_std"), *gamma = pass.Vector(4, "gamma"),
                 *beta = pass.Vector(5, "beta");
-    T* ys = pass.Output();
+    T* y = pass.Output();
     if (!pass.ok()) return;
-    const T* xs = pass.x();
     const int64_t channels = pass.channels;
     Dispatch(kind_, [&](auto kind) {
-      ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
-        Scratch buffer(2, rows * channels);
-        const float* xb = Widened(xs + offset, rows * channels, buffer[0]);
-        float* out = Target(ys + offset, buffer[1]);
-        BOutputBlock<decltype(kind)::value>(xb, v, instance + n * channels, batch_std, gamma, beta, rows,
+      pass.Write(y, 0, [&](int64_t n, int64_t rows, const float* x, const float*, Scratch&, float* out) {
+        BOutputBlock<decltype(kind)::value>(x, v, instance + n * channels, batch_std, gamma, beta, rows,
                                             channels, out);
-        Narrowed(out, rows * channels, ys + offset);
       });
     });
   }
@@ -768,23 +757,16 @@ class BBackwardSumsOp : public BPassOp {
     const float *v = pass.Vector(2, "v"), *instance = pass.Stat(3, "instance"),
                 *batch_std = pass.Vector(4, "batch_std");
     if (!pass.ok()) return;
-    const T *xs = pass.x(), *dys = pass.dy();
     const int64_t channels = pass.channels;
-    std::vector<double> sums;
     Dispatch(kind_, [&](auto kind) {
-      sums = SumBlocks(context, pass.batch, pass.spatial, channels, 4,
-                       [&](int64_t n, int64_t offset, int64_t rows, double* sums) {
-        const int64_t count = rows * channels;
-        Scratch buffer(5, count);
-        const float* xb = Widened(xs + offset, count, buffer[0]);
-        const float* dyb = Widened(dys + offset, count, buffer[1]);
-        BSumTerms<decltype(kind)::value>(xb, dyb, v, instance + n * channels, batch_std, rows, channels,
-                                         buffer[2], buffer[3], buffer[4]);
-        AddRows(dyb, rows, channels, sums);
-        for (int k = 0; k < 3; ++k) AddRows(buffer[2 + k], rows, channels, sums + (k + 1) * channels);
+      pass.Sum(4, 3, [&](int64_t n, int64_t rows, const float* x, const float* dy, Scratch& scratch,
+                         double* sums) {
+        BSumTerms<decltype(kind)::value>(x, dy, v, instance + n * channels, batch_std, rows, channels,
+                                         scratch[0], scratch[1], scratch[2]);
+        AddRows(dy, rows, channels, sums);
+        for (int k = 0; k < 3; ++k) AddRows(scratch[k], rows, channels, sums + (k + 1) * channels);
       });
     });
-    WriteSums(context, sums, pass.batch, channels, 4);
   }
 };
 
@@ -802,22 +784,15 @@ class BBackwardDxOp : public BPassOp {
     const char* names[] = {"instance_slope", "batch_slope", "instance_unit", "batch_unit", "origin", "offset"};
     const float* stats[6];
     for (int i = 0; i < 6; ++i) stats[i] = pass.Stat(6 + i, names[i]);
-    T* dxs = pass.Output();
+    T* dx = pass.Output();
     if (!pass.ok()) return;
-    const T *xs = pass.x(), *dys = pass.dy();
     const int64_t channels = pass.channels;
     Dispatch(kind_, [&](auto kind) {
-      ForBlocks(context, pass.batch, pass.spatial, channels, [&](int64_t n, int64_t offset, int64_t rows) {
-        const int64_t count = rows * channels;
-        Scratch buffer(3, count);
-        const float* xb = Widened(xs + offset, count, buffer[0]);
-        const float* dyb = Widened(dys + offset, count, buffer[1]);
+      pass.Write(dx, 0, [&](int64_t n, int64_t rows, const float* x, const float* dy, Scratch&, float* out) {
         const int64_t at = n * channels;
         const float* block_stats[] = {instance + at, stats[0] + at, stats[1] + at, stats[2] + at,
                                       stats[3] + at, stats[4] + at, stats[5] + at};
-        float* out = Target(dxs + offset, buffer[2]);
-        BDxBlock<decltype(kind)::value>(xb, dyb, v, batch_std, gamma, block_stats, rows, channels, out);
-        Narrowed(out, count, dxs + offset);
+        BDxBlock<decltype(kind)::value>(x, dy, v, batch_std, gamma, block_stats, rows, channels, out);
       });
     });
   }
