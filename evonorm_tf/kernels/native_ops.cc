@@ -141,6 +141,12 @@ absl::Status CheckVector(const Tensor& t, int64_t channels, const char* name) {
   return absl::OkStatus();
 }
 
+// The shape function of y and dx: x's shape.
+absl::Status ShapeOfX(InferenceContext* c) {
+  c->set_output(0, c->input(0));
+  return absl::OkStatus();
+}
+
 absl::Status StatShape(InferenceContext* c, int outputs) {
   ShapeHandle x;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 3, &x));
@@ -825,10 +831,7 @@ REGISTER_OP("EvonormSOutput")
     .Input("beta: float")
     .Output("y: T")
     .Attr(EVONORM_TYPES)
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(ShapeOfX);
 
 REGISTER_OP("EvonormSBackwardSums")
     .Input("x: T")
@@ -851,10 +854,7 @@ REGISTER_OP("EvonormSBackwardDx")
     .Input("offset: float")
     .Output("dx: T")
     .Attr(EVONORM_TYPES)
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(ShapeOfX);
 
 REGISTER_OP("EvonormAffine")
     .Input("x: T")
@@ -864,10 +864,7 @@ REGISTER_OP("EvonormAffine")
     .Input("beta: float")
     .Output("y: T")
     .Attr(EVONORM_TYPES)
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(ShapeOfX);
 
 REGISTER_OP("EvonormAffineBackwardSums")
     .Input("x: T")
@@ -889,10 +886,7 @@ REGISTER_OP("EvonormAffineBackwardDx")
     .Input("shift: float")
     .Output("dx: T")
     .Attr(EVONORM_TYPES)
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(ShapeOfX);
 
 REGISTER_OP("EvonormBOutput")
     .Input("x: T")
@@ -904,10 +898,7 @@ REGISTER_OP("EvonormBOutput")
     .Output("y: T")
     .Attr("kind: {'b0', 'b1', 'b2'}")
     .Attr(EVONORM_TYPES)
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(ShapeOfX);
 
 REGISTER_OP("EvonormBBackwardSums")
     .Input("x: T")
@@ -939,10 +930,7 @@ REGISTER_OP("EvonormBBackwardDx")
     .Output("dx: T")
     .Attr("kind: {'b0', 'b1', 'b2'}")
     .Attr(EVONORM_TYPES)
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return absl::OkStatus();
-    });
+    .SetShapeFn(ShapeOfX);
 
 #define EVONORM_REGISTER(op_name, Op, T) \
   REGISTER_KERNEL_BUILDER(Name(op_name).Device(DEVICE_CPU).TypeConstraint<T>("T"), Op<T>)
