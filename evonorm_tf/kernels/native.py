@@ -1,15 +1,16 @@
-"""The cpu kernels' passes over x as compiled TensorFlow ops, for shapes that are not compiled by XLA.
+"""The cpu kernels' passes over x as compiled TensorFlow ops, at any input shape.
 
-The cpu kernels are XLA functions compiled per static shape
-(`evonorm_tf.kernels.cpu_launch`). Where shapes change from call to call (a
-`tf.function` with `None` dimensions, eager calls meeting new image sizes)
-compiling per shape costs more than running, and unfused TensorFlow ops make
-a pass over x per elementwise step (B0: 24 passes forward and backward,
-fused BN a handful). `native_ops.cc` holds those passes as TensorFlow CPU ops,
-one pass each over x (and dy) whatever the shape: the per-(sample, channel)
-sums (in double) and the elementwise y and dx; the small statistics between
-them stay TensorFlow ops. They serve channels_last inputs; channels_first
-ones keep the plain TensorFlow ops.
+`native_ops.cc` holds the passes of the cpu kernels over channels_last x as
+TensorFlow CPU ops, one pass each over x (and dy) whatever the shape: the
+per-(sample, channel) sums (in double) and the elementwise y and dx; the small
+statistics between them stay TensorFlow ops. Where they serve, kernels run
+them at every shape (`evonorm_tf.kernels.cpu_launch`): static shapes compile
+no XLA kernel, and where shapes change from call to call (a `tf.function`
+with `None` dimensions, eager calls meeting new image sizes), unfused
+TensorFlow ops would make a pass over x per elementwise step (B0: 24 passes
+forward and backward, fused BN a handful). channels_first inputs, and
+machines where the ops cannot be built, keep the XLA kernels at static
+shapes and the plain TensorFlow ops elsewhere.
 
 The source is compiled once per machine and TensorFlow version, on first
 use, with the C++ compiler TensorFlow's own flags name (`tf.sysconfig`), into
@@ -24,6 +25,7 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +44,7 @@ CACHE_ENV = "EVONORM_TF_CACHE"
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native_ops.cc")
 _VALUES = ("auto", "0", "1")
 _state = {}
+_UNDIFFERENTIATED = set()  # op types marked by `_no_gradients`
 _LOCK = threading.Lock()
 
 
@@ -66,7 +69,7 @@ def _compiler():
 
 
 def _flags():
-    return (["-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-fno-trapping-math", "-w"]
+    return (["-std=c++17", "-shared", "-fPIC", "-O3", "-march=native", "-fno-trapping-math", "-mprefer-vector-width=512", "-w"]
             + tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags())
 
 
@@ -118,7 +121,9 @@ def _ops():
     with _LOCK:  # one build and load per process, whichever thread traces first
         if "module" not in _state:
             try:
-                _state["module"] = tf.load_op_library(build())
+                module = tf.load_op_library(build())
+                _no_gradients()
+                _state["module"] = module
             except (RuntimeError, OSError, tf.errors.NotFoundError) as error:
                 if mode == "1":
                     raise
@@ -127,6 +132,21 @@ def _ops():
                     "TensorFlow ops (slower). %s=0 silences this.", str(error).splitlines()[0], ENV)
                 _state["module"] = None
         return _state["module"]
+
+
+def _no_gradients():
+    """Marks the ops of `native_ops.cc` as having no gradient of their own (once per process).
+
+    They run only inside the kernels' `tf.custom_gradient`s, which give the
+    gradients; but a tape around a `tf.function` differentiates the graph's
+    intermediates as well, and stops at an op with no gradient registered.
+    """
+    with open(_SOURCE, encoding="utf-8") as source:
+        names = re.findall(r'REGISTER_OP\("(\w+)"\)', source.read())
+    for name in names:
+        if name not in _UNDIFFERENTIATED:
+            tf.no_gradient(name)
+            _UNDIFFERENTIATED.add(name)
 
 
 def available(channels_last):

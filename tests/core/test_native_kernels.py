@@ -127,6 +127,53 @@ def test_s_series_passes_match_float64(ops, shape, dtype):
     _assert_close(dx, expected_dx, dtype, "dx")
 
 
+# z over σ's whole range: its tails, where σ underflows or rounds to 1, and values that are not numbers.
+SIGMOID_Z = np.concatenate([np.linspace(-120, 120, 4001), [0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, np.inf, -np.inf, np.nan]])
+
+
+def _sigmoid_sweep_error(y, z):
+    """Worst error of y = z·σ(z) in float32 ulps of the float64 value, where that is a normal float32."""
+    with np.errstate(over="ignore", invalid="ignore"):  # e⁻ᶻ overflows to inf, and ±inf·0 is NaN: as intended
+        expected = z * _sigmoid(z)
+    y = np.asarray(y, np.float64)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(y[~finite & ~np.isnan(expected)], expected[~finite & ~np.isnan(expected)])
+    # Below 1e-30 (σ under 1e-32: FTZ, and clamped e⁻ᶻ) an absolute error of at most 1e-30.
+    tiny = finite & (np.abs(expected) < 1e-30)
+    assert (np.abs(y[tiny] - expected[tiny]) <= 1e-30).all()
+    normal = finite & ~tiny
+    return (np.abs(y[normal] - expected[normal]) / (np.abs(expected[normal]) * 2.0**-24)).max()
+
+
+def test_sigmoid_is_within_three_ulps_over_its_whole_range(ops):
+    """σ(z) as the S-series ops compute it (vectorised, no division) against float64, all lanes and the tail of a block."""
+    for channels in (16, 17):  # whole vectors, and a masked tail
+        z = np.resize(SIGMOID_Z, (1, -(-SIGMOID_Z.size // channels), channels)).astype(np.float32)
+        y = ops.evonorm_s_output(tf.constant(z), tf.ones([channels]), tf.ones([1, channels]), tf.zeros([channels]))
+        assert _sigmoid_sweep_error(y.numpy(), z.astype(np.float64)) <= 3.0
+
+
+def test_sigmoid_without_avx512_is_within_three_ulps(tmp_path):
+    """The same ops built without AVX-512 (the scalar σ other CPUs compile) in a process of their own."""
+    z = np.resize(SIGMOID_Z, (1, -(-SIGMOID_Z.size // 17), 17)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    script = f"""
+import numpy as np, tensorflow as tf
+from evonorm_tf.kernels import native
+flags = native._flags
+native._flags = lambda: flags() + ["-mno-avx512f"]
+ops = tf.load_op_library(native.build())
+z = np.load({str(tmp_path / "z.npy")!r})
+y = ops.evonorm_s_output(tf.constant(z), tf.ones([17]), tf.ones([1, 17]), tf.zeros([17])).numpy()
+np.save({str(tmp_path / "y.npy")!r}, y)
+"""
+    env = dict(os.environ, **{native.CACHE_ENV: str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _sigmoid_sweep_error(np.load(tmp_path / "y.npy"), z.astype(np.float64)) <= 3.0
+
+
 def _b_branches(kind, xs, v, instance, batch_std):
     right = {"b0": lambda: v * xs + instance[:, None], "b1": lambda: (xs + 1) * instance[:, None],
              "b2": lambda: instance[:, None] - xs}[kind]()
