@@ -23,7 +23,7 @@ a `LossScaleOptimizer`). `--size 64` for the smaller images.
     python bench/resnet50.py --iters 2 --repeats 10   # finer interleaving on a noisy machine
     python bench/resnet50.py --inter-op 1   # one op at a time (TensorFlow's default runs independent ops side by side)
     python bench/resnet50.py --policy mixed_bfloat16 --iters 2 --repeats 8
-    python bench/resnet50.py --cpu-kernels native   # the native ops at static shapes too (not the default)
+    python bench/resnet50.py --cpu-kernels xla   # the cpu path's XLA kernels at static shapes (not the default)
 """
 
 import argparse
@@ -116,11 +116,11 @@ def main():
                         help="TensorFlow inter-op threads (0: TensorFlow's default, one per core)")
     parser.add_argument("--policy", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32",
                         help="tf_keras global dtype policy of the models")
-    parser.add_argument("--cpu-kernels", choices=("xla", "native"), default="xla",
-                        help="the cpu path at static shapes: its XLA kernels (the default), or the shape-generic "
-                             "graph with the native ops (evonorm_tf.kernels.native), for comparison")
+    parser.add_argument("--cpu-kernels", choices=("native", "xla"), default="native",
+                        help="the cpu path at static shapes: the native ops where they serve the layout "
+                             "(evonorm_tf.kernels.native, the default), or its XLA kernels, for comparison")
     args = parser.parse_args()
-    cpu_launch.COMPILED = args.cpu_kernels == "xla"
+    cpu_launch.NATIVE = args.cpu_kernels == "native"
     tf_keras.mixed_precision.set_global_policy(args.policy)
     if args.inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)

@@ -46,9 +46,15 @@ makes them fast on CPU (each point measured, see `bench/layers.py`):
    `evonorm_tf.kernels.cpu_launch`: kernels hidden from gradient tapes,
    compiled per static shape only once a shape recurs, a bounded cache,
    shape-generic graphs otherwise; inside a compiled model they are inlined.
-   In a shape-generic graph the passes over x are native TensorFlow ops
-   (`evonorm_tf.kernels.native`, channels_last): one pass each, as in the
-   compiled kernels. Layout and sums are in `evonorm_tf.kernels.cpu_sums`.
+   Layout and sums are in `evonorm_tf.kernels.cpu_sums`.
+6. **Native passes where they serve.** Outside a compiled caller, the
+   passes over channels_last x are native TensorFlow ops
+   (`evonorm_tf.kernels.native`): one pass each, as in the compiled
+   kernels, at any shape. Where they can be built, kernels run them at
+   static shapes too, rather than compile (faster than XLA's loops, whose
+   launches and sigmoid cost EvoNorm-S0 most of its extra time in a
+   ResNet-50 step); the XLA kernels serve channels_first x, machines without
+   a C++ compiler, and compiled callers.
 
 The B-series kernels are in `evonorm_tf.kernels.cpu_b_series`, the S-series
 ones in `evonorm_tf.kernels.cpu_s_series` (each with its derivations); the

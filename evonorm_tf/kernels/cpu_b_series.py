@@ -61,7 +61,7 @@ def _right_branch(kind, x4, v, instance):
     return instance - x4
 
 
-@_kernel(layout_index=1)
+@_kernel(layout_index=1, native_form=True)
 def _b_forward(kind, channels_last, epsilon, x4, gamma, beta, v, given_variance):
     """y and what the backward pass needs: statistics, then one pass writing y, in one kernel.
 
@@ -250,7 +250,7 @@ def _b_backward_dx(kind, channels_last, x4, dy4, gamma, v, instance, batch_std, 
             + slopes[1] * (x4 * units[1] - origin * units[1]) - offset)
 
 
-@_kernel(layout_index=1, plain_only=(12, 13))
+@_kernel(layout_index=1, plain_only=(12, 13), native_form=True)
 def _b_backward(kind, channels_last, training, x4, dy4, gamma, v, instance, batch_std, origin, instance_offset,
                 batch_offset, den, normalized):
     """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx.

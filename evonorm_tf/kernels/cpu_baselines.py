@@ -59,7 +59,7 @@ def _statistics(channels_last, groups, centered, epsilon, x4):
     return inverse, zeros, zeros
 
 
-@_kernel(layout_index=0)
+@_kernel(layout_index=0, native_form=True)
 def _forward(channels_last, groups, centered, epsilon, x4, gamma, beta):
     """y (x's dtype) and `(inverse, origin, offset)`: statistics, then one pass writing y."""
     if not compiling() and native.available(channels_last):
@@ -80,7 +80,7 @@ def _per_statistic(t, groups):
     return _from_groups(tf.reduce_sum(_to_groups(t, groups), axis=2, keepdims=True), t)
 
 
-@_kernel(layout_index=0)
+@_kernel(layout_index=0, native_form=True)
 def _backward(channels_last, groups, centered, x4, dy4, gamma, inverse, origin, offset):
     """dx (x's dtype), dγ, dβ in one kernel: two sums, their coefficients, one pass writing dx."""
     use_native = not compiling() and native.available(channels_last)

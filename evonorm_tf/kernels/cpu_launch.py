@@ -1,15 +1,19 @@
-"""When the cpu kernels are XLA-compiled: per static shape, bounded, hot shapes only.
+"""How the cpu kernels run: native ops where they serve, else XLA-compiled per hot static shape.
 
-Each kernel of `evonorm_tf.kernels.cpu` is one `jit_compile=True` function
-per configuration and static input shape (one XLA launch per direction). It
-runs with gradient tapes stopped (`record.stop_recording`): the kernels sit
-inside `tf.custom_gradient`s, and a taped input would make TensorFlow compile
-a variant that also returns every intermediate. Compiling costs far more than
-running at small sizes, so shapes that come and go (a new image size at every
-call) run a shape-generic graph instead; see `kernel`. `COMPILED = False` runs
-the same code as plain TF ops. In the shape-generic graph the passes over
-channels_last x are the native ops of `evonorm_tf.kernels.native` (compiled
-once per machine, not per shape), the small statistics TensorFlow ops.
+Each kernel of `evonorm_tf.kernels.cpu` is written once, in TensorFlow ops.
+Its passes over channels_last x are native ops (`evonorm_tf.kernels.native`,
+compiled once per machine, not per shape) wherever it is not compiled by
+XLA, and where those serve the kernel runs so at every shape, the small
+statistics as TensorFlow ops between them (`kernel(native_form=True)`,
+`NATIVE`). Elsewhere (channels_first x, no C++ compiler, `NATIVE = False`)
+a kernel is one `jit_compile=True` function per configuration and static
+input shape (one XLA launch per direction), compiled once a shape recurs,
+in a bounded cache; shapes that come and go run a shape-generic graph
+instead; see `kernel`. Inside a compiled caller kernels join its XLA
+cluster. Kernels run with gradient tapes stopped (`record.stop_recording`):
+they sit inside `tf.custom_gradient`s, and a taped input would make
+TensorFlow compile a variant that also returns every intermediate.
+`COMPILED = False` runs the same code as plain TF ops.
 """
 
 import collections
@@ -19,10 +23,15 @@ import tensorflow as tf
 from tensorflow.python.eager import record
 from tensorflow.python.ops import control_flow_util
 
-__all__ = ["COMPILED", "COMPILE_AFTER", "MAX_COMPILED", "SIZES_PER_CONFIGURATION", "compiling", "kernel"]
+from evonorm_tf.kernels import native
+
+__all__ = ["COMPILED", "COMPILE_AFTER", "MAX_COMPILED", "NATIVE", "SIZES_PER_CONFIGURATION", "compiling", "kernel"]
 
 #: Run each kernel as one `jit_compile=True` function (False: plain TF ops).
 COMPILED = True
+#: At static shapes too, kernels with a native form (`kernel(native=True)`) run it rather than
+#: compile, where the native ops serve x's layout (`evonorm_tf.kernels.native.available`).
+NATIVE = True
 #: Compiled kernels kept per kernel (least recently used dropped first).
 MAX_COMPILED = 16
 #: Executing eagerly, a shape's kernel is compiled on its call number `COMPILE_AFTER`.
@@ -31,8 +40,16 @@ COMPILE_AFTER = 3
 SIZES_PER_CONFIGURATION = 4
 
 
-def kernel(layout_index, plain_only=()):
+def kernel(layout_index, plain_only=(), native_form=False):
     """Decorator: the kernel as XLA-compiled functions per static shape, or as a shape-generic graph.
+
+    `native_form`: the kernel's passes over x are native ops wherever it is
+    not compiled (`native.available`). Then, where the native ops serve x's
+    layout and `NATIVE` is set, static shapes run that form as well (in a
+    graph, inlined; eagerly, the shape-generic graph): it compiles nothing,
+    and it is the faster (EvoNorm-S0's float32 ResNet-50 step: 1.03x BN's,
+    against 1.07–1.09x with the XLA kernels; `bench/resnet50.py
+    --cpu-kernels`). Inside a compiled caller kernels are compiled (inlined).
 
     `plain_only`: indices of arguments used only as plain TensorFlow ops
     (tensors a plain-op forward pass kept, or None): compiled kernels get
@@ -73,6 +90,8 @@ def kernel(layout_index, plain_only=()):
             args = [tf.convert_to_tensor(a) if isinstance(a, tf.Variable) else a for a in args]
             if not COMPILED or any(_is_tensor(a) and not a.shape.is_fully_defined() for a in args):
                 return function(*args)
+            if native_form and NATIVE and not compiling() and native.available(args[layout_index]):
+                return _generic(generic, function, layout_index, args) if tf.executing_eagerly() else function(*args)
             plain_args, args = args, [None if i in plain_only else a for i, a in enumerate(args)]
             key = tuple((tuple(a.shape), a.dtype) if _is_tensor(a) else a for a in args)
             if key not in compiled and tf.executing_eagerly():

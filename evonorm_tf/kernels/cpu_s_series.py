@@ -40,7 +40,7 @@ def _s_output(channels_last, x4, v, scale, beta):
     return x4 * tf.sigmoid(_vector(v, channels_last) * x4) * scale + _vector(beta, channels_last)
 
 
-@_kernel(layout_index=0)
+@_kernel(layout_index=0, native_form=True)
 def _s_forward(channels_last, groups, centered, epsilon, x4, gamma, beta, v):
     """y and `(inverse, origin, offset)`: ρ⁻¹ per (sample, channel), x − centre = (x − origin) − offset.
 
@@ -139,7 +139,7 @@ def _s_backward_dx(channels_last, x4, dy4, v, scale, coefficient, unit, origin, 
     return direct + coefficient * ((x4 * unit - origin * unit) - offset * unit)
 
 
-@_kernel(layout_index=0)
+@_kernel(layout_index=0, native_form=True)
 def _s_backward(channels_last, groups, with_v, x4, dy4, gamma, v, v_for_dx, inverse, origin, offset):
     """dx and the small gradients in one kernel: the sums, their coefficients, one pass writing dx.
 

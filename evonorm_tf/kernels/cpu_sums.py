@@ -173,7 +173,7 @@ def _tree_sum(rows):
     and added at the end (a concatenation inside the loop stops its
     vectorisation).
     """
-    if rows.shape[1] is None or not cpu_launch.COMPILED:
+    if rows.shape[1] is None or not cpu_launch.compiling():
         return tf.reduce_sum(rows, axis=1, keepdims=True)
     leftovers = []
     while rows.shape[1] > 1:
@@ -199,7 +199,7 @@ def _materialized(t):
     input ran 10x slower (XLA does not vectorise an innermost dimension of 2).
     """
     count = t.shape.num_elements()
-    width = next((w for w in (16, 8, 4, 2) if count and count % w == 0), None) if cpu_launch.COMPILED else None
+    width = next((w for w in (16, 8, 4, 2) if count and count % w == 0), None) if cpu_launch.compiling() else None
     if width is None:
         return t
     bits = tf.reshape(tf.bitcast(t, tf.int32), [-1, width])

@@ -1,6 +1,8 @@
 """The EvoNorm kernels of the `cpu` and `portable` paths (`evonorm_tf.kernels`).
 
-Every test runs on both paths; details of the cpu kernels alone (block
+Every test runs on both paths, the cpu path twice: as it runs by default (at static
+channels_last shapes its passes over x are the native ops), and with its XLA-compiled
+kernels there (`cpu_launch.NATIVE = False`, as where no C++ compiler is found); details of the cpu kernels alone (block
 sizes, sums, compiled vs plain launches, where mixed-precision inputs are
 widened) are in `test_cpu_kernel_internals.py`.
 
@@ -15,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from evonorm_tf import formulas, kernels
+from evonorm_tf.kernels import cpu_launch
 
 EPS = 1e-5
 
@@ -22,10 +25,14 @@ EPS = 1e-5
 _PATH = {"kernels": kernels.Selection("cpu")}
 
 
-@pytest.fixture(autouse=True, params=["cpu", "portable"])
-def kernel_path(request):
-    _PATH["kernels"] = kernels.Selection(request.param)
-    yield request.param
+@pytest.fixture(autouse=True, params=["cpu", "cpu-xla", "portable"])
+def kernel_path(request, monkeypatch):
+    """The kernel path's name; "cpu-xla": the cpu path compiling its kernels at static shapes."""
+    path = request.param.split("-")[0]
+    if request.param == "cpu-xla":
+        monkeypatch.setattr(cpu_launch, "NATIVE", False)
+    _PATH["kernels"] = kernels.Selection(path)
+    yield path
     _PATH["kernels"] = kernels.Selection("cpu")
 
 

@@ -3,7 +3,10 @@
 A `tf.function` with `None` spatial dimensions traces once and compiles
 nothing per shape; eager calls with a new spatial size at every call run one
 shape-generic graph; a shape that recurs is compiled, into a bounded cache.
-Values are the same either way.
+Values are the same either way. These are the routes of the XLA-compiled
+kernels, taken at static shapes where the native ops do not serve
+(channels_first, no C++ compiler; here `cpu_launch.NATIVE = False`); where they
+do, static shapes compile nothing either (the last test).
 """
 
 import numpy as np
@@ -35,7 +38,8 @@ def _compiled_count():
 
 
 @pytest.fixture(autouse=True)
-def empty_caches():
+def empty_caches(monkeypatch):
+    monkeypatch.setattr(cpu_launch, "NATIVE", False)
     for kernel in KERNELS:
         kernel.compiled.clear()
     yield
@@ -117,3 +121,30 @@ def test_a_recurring_shape_compiles_both_b_series_directions_on_the_same_call():
     for _ in range(cpu_launch.COMPILE_AFTER):
         _forward_backward(CALLS["b0"], x)
     assert len(cpu._b_forward.compiled) == 1 and len(cpu._b_backward.compiled) == 1
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_with_native_ops_static_shapes_compile_nothing(name, monkeypatch):
+    """Where the native ops serve (channels_last), a recurring static shape runs them, eagerly and in a
+    graph, and compiles no kernel; channels_first still compiles its recurring shape."""
+    monkeypatch.setattr(cpu_launch, "NATIVE", True)
+    x = _input(6, 7, batch=3)
+    function = tf.function(lambda x: _forward_backward(CALLS[name], x))
+    for _ in range(cpu_launch.COMPILE_AFTER + 2):
+        eager = _forward_backward(CALLS[name], x)
+        graph = function(x)
+    assert _compiled_count() == 0
+    ops = {op.type for op in function.get_concrete_function(x).graph.get_operations()}
+    assert any(op.startswith("Evonorm") for op in ops) and "PartitionedCall" not in ops, sorted(ops)
+    monkeypatch.setattr(cpu_launch, "NATIVE", False)
+    compiled = _forward_backward(CALLS[name], x)
+    for a, b, c in zip(eager, graph, compiled):
+        np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(b.numpy(), c.numpy(), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(cpu_launch, "NATIVE", True)
+    for kernel in KERNELS:
+        kernel.compiled.clear()
+    s0_first = lambda x: cpu.evonorm_s0(x, GAMMA, BETA, V, 4, data_format="channels_first")  # noqa: E731
+    for _ in range(cpu_launch.COMPILE_AFTER):
+        _forward_backward(s0_first, _input(6, 7, "channels_first", batch=3))
+    assert len(cpu._s_forward.compiled) == 1
