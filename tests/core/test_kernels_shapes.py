@@ -127,7 +127,7 @@ def test_a_recurring_shape_compiles_both_b_series_directions_on_the_same_call():
 def test_with_native_ops_static_shapes_compile_nothing(name, monkeypatch):
     """Where the native ops serve (channels_last), a recurring static shape runs them, eagerly and in a
     graph, and compiles no kernel; channels_first still compiles its recurring shape."""
-    monkeypatch.setattr(cpu_launch, "NATIVE", True)
+    monkeypatch.undo()  # cpu_launch.NATIVE as it is by default
     x = _input(6, 7, batch=3)
     function = tf.function(lambda x: _forward_backward(CALLS[name], x))
     for _ in range(cpu_launch.COMPILE_AFTER + 2):
