@@ -73,8 +73,10 @@ class Scratch {
 
 // 2⁻⁸⁰: the scale of the twin sums of squares (evonorm_tf.statistics.DOWNSCALE).
 constexpr double kDownscale = 8.271806125530277e-25;
-// Work per shard of a parallel pass, in elements.
+// Work per shard of a parallel pass, in elements: of a pass that writes, and of one that sums (larger:
+// each shard's partial sums, k·C doubles, are zeroed, written and added up after the pass).
 constexpr int64_t kShardElements = 1 << 15;
+constexpr int64_t kSumShardElements = 1 << 17;
 
 float ToFloat32(double value) {
   // Beyond float32: inf of its sign, as a float32 sum would give.
@@ -114,8 +116,9 @@ void Narrowed<float>(const float*, int64_t, float*) {}
 
 // Splits the N·S rows into shards of whole rows within one sample; `fn(n, row_begin, row_end, shard)`.
 struct Shards {
-  Shards(int64_t batch, int64_t spatial, int64_t channels) : batch(batch), spatial(spatial) {
-    const int64_t rows = std::max<int64_t>(1, kShardElements / std::max<int64_t>(channels, 1));
+  Shards(int64_t batch, int64_t spatial, int64_t channels, int64_t elements = kShardElements)
+      : batch(batch), spatial(spatial) {
+    const int64_t rows = std::max<int64_t>(1, elements / std::max<int64_t>(channels, 1));
     per_sample = std::max<int64_t>(1, (spatial + rows - 1) / rows);
     rows_per_shard = std::max<int64_t>(1, (spatial + per_sample - 1) / per_sample);
   }
@@ -176,7 +179,7 @@ absl::Status StatShape(InferenceContext* c, int outputs) {
 template <typename F>
 std::vector<double> ChannelSums(OpKernelContext* context, int64_t batch, int64_t spatial, int64_t channels, int k,
                                 F row_terms) {
-  Shards shards(batch, spatial, channels);
+  Shards shards(batch, spatial, channels, kSumShardElements);
   std::vector<double> partial(shards.count() * k * channels, 0.0);
   shards.Run(context, channels, [&](int64_t n, int64_t first, int64_t last, int64_t shard) {
     double* sums = partial.data() + shard * k * channels;
@@ -214,7 +217,7 @@ template <typename F>
 std::vector<double> SumBlocks(OpKernelContext* context, int64_t batch, int64_t spatial, int64_t channels, int k,
                               F fn) {
   const int64_t block_rows = std::max<int64_t>(1, kBlockElements / std::max<int64_t>(channels, 1));
-  Shards shards(batch, spatial, channels);
+  Shards shards(batch, spatial, channels, kSumShardElements);
   std::vector<double> partial(shards.count() * k * channels, 0.0);
   shards.Run(context, channels, [&](int64_t n, int64_t first, int64_t last, int64_t shard) {
     double* sums = partial.data() + shard * k * channels;
@@ -487,7 +490,7 @@ void Sigmoid(const float* __restrict x, const float* __restrict v, int64_t rows,
   SigmoidValues(z, rows * channels, sigmoid);
 }
 
-// The loops of the S-series passes over a block (functions of their own, see BSumTerms).
+// The loops of the S-series passes over a block (functions of their own, see BSumRows).
 void SOutputBlock(const float* __restrict x, const float* __restrict sigmoid, const float* __restrict scale,
                   const float* __restrict beta, int64_t rows, int64_t channels, float* __restrict out) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -498,12 +501,21 @@ void SOutputBlock(const float* __restrict x, const float* __restrict sigmoid, co
   }
 }
 
-// f = dy·x·σ and g = f·x·(1 − σ) (x·(1 − σ) first: x² alone overflows float32 where σ' is 0).
-void STerms(const float* __restrict x, const float* __restrict dy, const float* __restrict sigmoid, int64_t count,
-            float* __restrict f, float* __restrict g) {
-  for (int64_t i = 0; i < count; ++i) {
-    f[i] = dy[i] * x[i] * sigmoid[i];
-    g[i] = f[i] * (x[i] * (1.0f - sigmoid[i]));
+// Adds a block's Σ dy, Σ f and Σ g to `sums` ([3, C], double), f = dy·x·σ, g = f·x·(1 − σ) (x·(1 − σ)
+// first: x² alone overflows float32 where σ' is 0). Terms added as they are computed, row by row (the
+// order of AddRows, without writing them out: at 1024 channels those arrays and the sums overflowed L1).
+void SSumRows(const float* __restrict x, const float* __restrict dy, const float* __restrict sigmoid, int64_t rows,
+              int64_t channels, double* __restrict sums) {
+  double *__restrict sum_dy = sums, *__restrict sum_f = sums + channels, *__restrict sum_g = sums + 2 * channels;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t i = r * channels + c;
+      const float f = dy[i] * x[i] * sigmoid[i];
+      const float g = f * (x[i] * (1.0f - sigmoid[i]));
+      sum_dy[c] += dy[i];
+      sum_f[c] += f;
+      sum_g[c] += g;
+    }
   }
 }
 
@@ -552,12 +564,9 @@ class SBackwardSumsOp : public PassOp {
     const float* v = pass.Vector(2, "v");
     if (!pass.ok()) return;
     const int64_t channels = pass.channels;
-    pass.Sum(3, 4, [&](int64_t, int64_t rows, const float* x, const float* dy, Scratch& scratch, double* sums) {
+    pass.Sum(3, 2, [&](int64_t, int64_t rows, const float* x, const float* dy, Scratch& scratch, double* sums) {
       Sigmoid(x, v, rows, channels, scratch[0], scratch[1]);
-      STerms(x, dy, scratch[1], rows * channels, scratch[2], scratch[3]);
-      AddRows(dy, rows, channels, sums);
-      AddRows(scratch[2], rows, channels, sums + channels);
-      AddRows(scratch[3], rows, channels, sums + 2 * channels);
+      SSumRows(x, dy, scratch[1], rows, channels, sums);
     });
   }
 };
@@ -586,7 +595,7 @@ class SBackwardDxOp : public PassOp {
   }
 };
 
-// The loops of the GroupNorm and FRN passes over a block (functions of their own, see BSumTerms).
+// The loops of the GroupNorm and FRN passes over a block (functions of their own, see BSumRows).
 void AffineBlock(const float* __restrict x, const float* __restrict origin, const float* __restrict offset,
                  const float* __restrict scale, const float* __restrict beta, int64_t rows, int64_t channels,
                  float* __restrict out) {
@@ -696,28 +705,36 @@ inline float Right(float x, float v, float instance) {
   return instance - x;
 }
 
-// The B-series backward terms of a block: P, then B0: R·P·x/den, R·P/den; B1: R·P, 0; B2: R·P, R·P/den.
+// Adds a block's B-series backward sums to `sums` ([4, C], double): Σ dy, Σ P, then B0: Σ R·P·x/den,
+// Σ R·P/den; B1: Σ R·P, 0; B2: Σ R·P, Σ R·P/den. Terms added as they are computed (see SSumRows).
 // (Functions of their own: inside the ops' nested lambdas GCC did not vectorise these loops.)
 template <int kKind>
-void BSumTerms(const float* __restrict x, const float* __restrict dy, const float* __restrict v,
-               const float* __restrict instance, const float* __restrict batch_std, int64_t rows, int64_t channels,
-               float* __restrict p, float* __restrict a, float* __restrict q) {
+void BSumRows(const float* __restrict x, const float* __restrict dy, const float* __restrict v,
+              const float* __restrict instance, const float* __restrict batch_std, int64_t rows, int64_t channels,
+              double* __restrict sums) {
+  double *__restrict sum_dy = sums, *__restrict sum_p = sums + channels, *__restrict sum_a = sums + 2 * channels,
+         *__restrict sum_q = sums + 3 * channels;
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < channels; ++c) {
       const int64_t i = r * channels + c;
       const float right = Right<kKind>(x[i], v[c], instance[c]);
       const bool on_right = right > batch_std[c];
       const float inverse = 1.0f / (on_right ? right : batch_std[c]);  // one division per element
-      p[i] = dy[i] * x[i] * inverse;
-      const float p_den = p[i] * inverse;  // computed everywhere, kept where R: a select, vectorised
+      const float p = dy[i] * x[i] * inverse;
+      const float p_den = p * inverse;  // computed everywhere, kept where R: a select, vectorised
       const float p_right_den = on_right ? p_den : 0.0f;
+      float a, q;
       if (kKind == 0) {
-        a[i] = p_right_den * x[i];
-        q[i] = p_right_den;
+        a = p_right_den * x[i];
+        q = p_right_den;
       } else {
-        a[i] = on_right ? p[i] : 0.0f;
-        q[i] = kKind == 2 ? p_right_den : 0.0f;
+        a = on_right ? p : 0.0f;
+        q = kKind == 2 ? p_right_den : 0.0f;
       }
+      sum_dy[c] += dy[i];
+      sum_p[c] += p;
+      sum_a[c] += a;
+      sum_q[c] += q;
     }
   }
 }
@@ -743,7 +760,7 @@ void BDxBlock(const float* __restrict x, const float* __restrict dy, const float
   }
 }
 
-// y of a block (see BSumTerms).
+// y of a block (see BSumRows).
 template <int kKind>
 void BOutputBlock(const float* __restrict x, const float* __restrict v, const float* __restrict instance,
                   const float* __restrict batch_std, const float* __restrict gamma, const float* __restrict beta,
@@ -833,12 +850,8 @@ class BBackwardSumsOp : public BPassOp {
     if (!pass.ok()) return;
     const int64_t channels = pass.channels;
     Dispatch(kind_, [&](auto kind) {
-      pass.Sum(4, 3, [&](int64_t n, int64_t rows, const float* x, const float* dy, Scratch& scratch,
-                         double* sums) {
-        BSumTerms<decltype(kind)::value>(x, dy, v, instance + n * channels, batch_std, rows, channels,
-                                         scratch[0], scratch[1], scratch[2]);
-        AddRows(dy, rows, channels, sums);
-        for (int k = 0; k < 3; ++k) AddRows(scratch[k], rows, channels, sums + (k + 1) * channels);
+      pass.Sum(4, 0, [&](int64_t n, int64_t rows, const float* x, const float* dy, Scratch&, double* sums) {
+        BSumRows<decltype(kind)::value>(x, dy, v, instance + n * channels, batch_std, rows, channels, sums);
       });
     });
   }
