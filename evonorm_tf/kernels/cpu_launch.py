@@ -29,7 +29,7 @@ __all__ = ["COMPILED", "COMPILE_AFTER", "MAX_COMPILED", "NATIVE", "SIZES_PER_CON
 
 #: Run each kernel as one `jit_compile=True` function (False: plain TF ops).
 COMPILED = True
-#: At static shapes too, kernels with a native form (`kernel(native=True)`) run it rather than
+#: At static shapes too, kernels with a native form (`kernel(native_form=True)`) run it rather than
 #: compile, where the native ops serve x's layout (`evonorm_tf.kernels.native.available`).
 NATIVE = True
 #: Compiled kernels kept per kernel (least recently used dropped first).
@@ -47,8 +47,8 @@ def kernel(layout_index, plain_only=(), native_form=False):
     not compiled (`native.available`). Then, where the native ops serve x's
     layout and `NATIVE` is set, static shapes run that form as well (in a
     graph, inlined; eagerly, the shape-generic graph): it compiles nothing,
-    and it is the faster (EvoNorm-S0's float32 ResNet-50 step: 1.03x BN's,
-    against 1.07–1.09x with the XLA kernels; `bench/resnet50.py
+    and it is the faster (EvoNorm-S0's float32 ResNet-50 step: 0.99–1.02x
+    BN's, against 1.08x with the XLA kernels; `bench/resnet50.py
     --cpu-kernels`). Inside a compiled caller kernels are compiled (inlined).
 
     `plain_only`: indices of arguments used only as plain TensorFlow ops
